@@ -1,0 +1,67 @@
+"""The `joules` command. Each subcommand lives in its own module with two functions:
+
+    add_parser(subparsers) -> argparse.ArgumentParser   # defines the subcommand's arguments
+    run(args) -> int                                     # exit status
+
+A JoulesError escaping `run` becomes one line on stderr and exit status 2: never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from ..errors import JoulesError
+
+#: subcommand name -> module under pytest_joules.cli
+SUBCOMMANDS = {
+    "fit": "fit",
+    "sweetspot": "sweetspot",
+    "sweep": "sweep",
+    "doctor": "doctor",
+    "compare": "compare",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 as well; keep it to one line + usage
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="joules", description="Energy per output token of LLM inference: fit, sweep, compare.")
+    parser.add_argument("--version", action="version", version=f"pytest-joules {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{module}":
+                continue  # subcommand not built yet
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except JoulesError as exc:
+        print(f"joules {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"joules {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

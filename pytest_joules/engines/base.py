@@ -1,0 +1,67 @@
+"""The engine protocol: what the measurement path needs from anything that generates tokens.
+
+An engine is built by a factory registered through the `joules_engines` hook (see
+`pytest_joules.hookspecs`): ``factory(spec: EngineSpec) -> Engine``. Building it may load a model,
+so the plugin builds each engine once per session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+from ..workload import EngineRun, Workload
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How the user configured the engine (from options, ini keys or `joules sweep`).
+
+    `model` is an architecture name (sim, hf random weights) or a path (hf checkpoint, TRT-LLM
+    engine dir). `gpu` names the simulated GPU for the sim. `options` carries engine-specific
+    settings such as {"slowdown": 1.1, "seed": 0} for the sim.
+    """
+
+    name: str
+    model: str | None = None
+    gpu: str | None = None
+    dtype: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """A GPU the engine runs on, as robustly identified as the engine can (NVML ignores
+    CUDA_VISIBLE_DEVICES, so meters map by UUID or PCI bus id before index)."""
+
+    index: int | None = None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    name: str | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    #: registered name, e.g. "sim", "hf", "trtllm"
+    kind: str
+    #: True only for the simulated device: every report then says SIMULATED
+    simulated: bool
+    #: name of the meter to use when the user names none ("sim", "nvml", "rapl", "none")
+    default_meter: str
+    #: the longest n_in + n_out one request may have, or None when unknown
+    max_positions: int | None
+
+    def identity(self) -> dict[str, str]:
+        """kind, model, dtype, version: what a baseline is keyed by besides the device."""
+
+    def run(self, workload: Workload) -> EngineRun:
+        """Run the workload to completion and return what was actually done."""
+
+    def sync(self) -> None:
+        """Wait until all device work issued so far has finished (called at window edges)."""
+
+    def devices(self) -> list[DeviceRef]:
+        """The GPUs this engine uses; empty for CPU engines."""
+
+    def close(self) -> None:
+        """Release the model and device memory."""

@@ -1,0 +1,80 @@
+"""The one measurement path, shared by the plugin and `joules sweep`.
+
+Per round: sync the device, open the meter's window, run the workload back to back until the
+window lasts at least the meter's minimum, sync, close the window. Warm-up runs come first and
+are never measured (they load kernels and fill caches).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .measurement import Measurement, Round
+from .workload import EngineRun, Workload
+
+if TYPE_CHECKING:
+    from .engines.base import Engine
+    from .meters.base import Meter
+
+#: safety cap on repetitions inside one window, so a broken clock cannot loop forever
+MAX_REPS = 10_000
+
+
+def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: float) -> Round:
+    engine.sync()
+    meter.begin()
+    runs: list[EngineRun] = []
+    elapsed = 0.0
+    while True:
+        run = engine.run(workload)
+        run.verify(workload, engine.kind)
+        runs.append(run)
+        elapsed += run.seconds
+        if elapsed >= min_window_s or len(runs) >= MAX_REPS:
+            break
+    engine.sync()
+    reading = meter.end()
+    phases: dict[str, float] = {}
+    for run in runs:
+        for key, value in run.phases.items():
+            phases[key] = phases.get(key, 0.0) + value / len(runs)
+    return Round(
+        joules=reading.total_joules,
+        seconds=reading.seconds,
+        reps=len(runs),
+        output_tokens=sum(r.total_output_tokens for r in runs),
+        input_tokens=sum(sum(r.input_tokens) for r in runs),
+        valid=reading.valid and reading.joules is not None,
+        problems=list(reading.problems),
+        info=dict(reading.info),
+        phases=phases,
+    )
+
+
+def measure(
+    engine: Engine,
+    meter: Meter,
+    workload: Workload,
+    *,
+    rounds: int = 3,
+    warmup: int = 1,
+    min_window_s: float | None = None,
+    name: str = "",
+) -> Measurement:
+    """Measure `workload` on `engine` with `meter`: `warmup` unmeasured runs, then `rounds` windows."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    workload.check_positions(engine.max_positions, engine.kind)
+    for _ in range(warmup):
+        engine.run(workload).verify(workload, engine.kind)
+    window = meter.min_window_s if min_window_s is None else min_window_s
+    results = [run_round(engine, meter, workload, window) for _ in range(rounds)]
+    return Measurement(
+        workload=workload,
+        rounds=results,
+        engine=engine.identity(),
+        device=meter.device_info(),
+        meter=meter.name,
+        simulated=bool(engine.simulated),
+        name=name,
+    )

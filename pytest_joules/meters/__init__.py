@@ -1,0 +1,1 @@
+"""Meters read energy. Each module here is one meter; `base` holds the protocol."""

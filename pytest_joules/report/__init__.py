@@ -1,0 +1,1 @@
+"""Rich rendering: tables and pictures. Imported only when something is shown."""

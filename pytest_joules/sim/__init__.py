@@ -1,0 +1,1 @@
+"""The simulated device: a physical model of LLM inference on a GPU (see docs/simulator.md)."""
