@@ -1,0 +1,259 @@
+"""`joules sweep`: measure a grid of (n_in, n_out) on an engine, show it and fit the models.
+
+Every grid point goes through `measure.measure`, the same path the pytest plugin uses, with an
+engine and meter built through the registry, so `--engine` / `--meter` take any registered name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def _length_list(text: str) -> list[int]:
+    """'64,128,256' -> [64, 128, 256]; duplicates dropped, order kept."""
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 64,128,256, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"lengths must be positive, got {value} in {text!r}")
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "sweep",
+        help="measure a grid of input/output lengths on an engine and fit the models",
+        description=(
+            "Measure J per output token over every (n_in, n_out) of a grid through the same "
+            "measurement path as the pytest plugin, show a table and a tokens-per-joule heatmap, "
+            "and fit the analytical models. The default engine is the simulated H100 (SIMULATED)."
+        ),
+    )
+    p.add_argument("--engine", default="sim", help="registered engine name (default: sim)")
+    p.add_argument("--meter", default=None, help="registered meter name (default: the engine's own, e.g. sim, nvml)")
+    p.add_argument("--model", default=None, help="architecture (sim: e.g. Llama-3.1-8B) or checkpoint/engine path")
+    p.add_argument("--gpu", default=None, help="simulated GPU (sim only: H100-SXM, H100-PCIe, H200, A100-SXM-80GB)")
+    p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's, bf16 for the sim)")
+    p.add_argument("--n-in", type=_length_list, required=True, metavar="LIST", help="input lengths, e.g. 64,128,256")
+    p.add_argument("--n-out", type=_length_list, required=True, metavar="LIST", help="output lengths, e.g. 64,128,256")
+    p.add_argument("--requests", type=_positive_int, default=1, help="requests per workload (default 1; the paper uses 10-1000)")
+    p.add_argument("--max-batch-size", type=_positive_int, default=None, help="most requests in flight at once (default: the engine's)")
+    p.add_argument("--rounds", type=_positive_int, default=3, help="measured rounds per point (default 3)")
+    p.add_argument("--warmup", type=_non_negative_int, default=1, help="unmeasured runs before the rounds (default 1)")
+    p.add_argument("--min-window-s", type=_non_negative_float, default=None, help="shortest measurement window (default: the meter's)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of prompts and of the sim's noise (default 0)")
+    p.add_argument("--sim-slowdown", type=_positive_float, default=None, metavar="X", help="sim only: make every step X times slower (1.1 = a 10%% regression)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip grid points beyond the model's positions instead of failing")
+    p.add_argument("--out", metavar="results.json", help="write the results JSON (read by `joules fit` and `joules compare`)")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a figure: heatmap and efficiency curves with the fits (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print the results JSON on stdout instead of tables")
+    return p
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.engine == "sim":
+        options: dict[str, Any] = {"seed": args.seed}
+        if args.sim_slowdown is not None:
+            options["slowdown"] = args.sim_slowdown
+        return options
+    if args.sim_slowdown is not None:
+        raise ConfigError(f"--sim-slowdown applies to the sim engine only, not to --engine {args.engine}")
+    return {}
+
+
+def _grid(args: argparse.Namespace, max_positions: int | None, model: str) -> tuple[list[tuple[int, int]], list[str]]:
+    """The points to measure, and notes on skipped ones; ConfigError names every point too long."""
+    points = [(n, m) for n in args.n_in for m in args.n_out]
+    if max_positions is None:
+        return points, []
+    beyond = [(n, m) for n, m in points if n + m > max_positions]
+    if not beyond:
+        return points, []
+    named = ", ".join(f"n_in={n}+n_out={m}" for n, m in beyond)
+    if not args.skip_invalid:
+        raise ConfigError(
+            f"{len(beyond)} grid point(s) exceed {model}'s {max_positions} positions: {named}; "
+            "use shorter lengths or pass --skip-invalid to leave them out"
+        )
+    kept = [p for p in points if p not in beyond]
+    if not kept:
+        raise ConfigError(f"every grid point exceeds {model}'s {max_positions} positions; use shorter lengths")
+    return kept, [f"skipped {len(beyond)} point(s) beyond {model}'s {max_positions} positions: {named}"]
+
+
+def _measure_grid(engine: Any, meter: Any, args: argparse.Namespace, grid: list[tuple[int, int]], err_console: Any) -> list[Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..measure import measure
+    from ..workload import Workload
+
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("sweep", total=len(grid))
+        for n_in, n_out in grid:
+            workload = Workload(n_in, n_out, requests=args.requests, max_batch_size=args.max_batch_size, seed=args.seed)
+            progress.update(task, description=f"n_in={n_in} n_out={n_out}")
+            results.append(
+                measure(engine, meter, workload, rounds=args.rounds, warmup=args.warmup,
+                        min_window_s=args.min_window_s, name=f"sweep[{workload.label()}]")
+            )
+            progress.advance(task)
+    return results
+
+
+def _fit(points: list[Any], notes: list[str]) -> list[Any]:
+    """Fit every model the points can determine; say which could not be fitted."""
+    from .. import analytical
+
+    distinct = len({(p.n_in, p.n_out) for p in points})
+    names = [n for n in analytical.MODEL_NAMES if len(analytical.PARAMETERS[n]) <= distinct]
+    for name in analytical.MODEL_NAMES:
+        if name not in names:
+            notes.append(
+                f"not fitted: the {name} model has {len(analytical.PARAMETERS[name])} parameters, "
+                f"the grid has {distinct} point(s)"
+            )
+    return analytical.fit_all(points, names) if names else []
+
+
+def _results_table(measurements: list[Any], title: str) -> Any:
+    from rich.table import Table
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "—" if value is None else format(value, spec)
+
+    table = Table(title=title, title_justify="left")
+    for name in ("n_in", "n_out", "J/out-token", "tokens/J", "avg W", "seconds", "spread"):
+        table.add_column(name, justify="right")
+    table.add_column("notes")
+    for m in measurements:
+        w = m.workload
+        table.add_row(
+            str(w.n_in), str(w.n_out), fmt(m.j_per_out_token, ".5g"), fmt(m.tokens_per_joule, ".4g"),
+            fmt(m.avg_watts, ".0f"), fmt(m.seconds, ".4g"), fmt(m.spread, ".2%"),
+            "dry run" if m.dry_run else "; ".join(m.problems),
+        )
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .. import registry, results
+    from ..engines.base import EngineSpec
+    from ..meters.base import MeterSpec
+
+    spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=_engine_options(args))
+    engine = registry.make_engine(spec)
+    err_console = Console(stderr=True)
+    try:
+        model_name = engine.identity().get("model") or args.model or args.engine
+        grid, notes = _grid(args, engine.max_positions, model_name)
+        meter = registry.make_meter(MeterSpec(args.meter or engine.default_meter), engine)
+        try:
+            measurements = _measure_grid(engine, meter, args, grid, err_console)
+        finally:
+            meter.close()
+        simulated = bool(engine.simulated)
+        device = measurements[0].device if measurements else {}
+        gpus = [d.name for d in engine.devices() if d.name]
+    finally:
+        engine.close()
+
+    from ..analytical import Point
+
+    points = [Point(m.workload.n_in, m.workload.n_out, m.j_per_out_token) for m in measurements if m.valid]
+    if not points:
+        notes.append("no valid energy readings (dry run or invalid windows): nothing to fit or draw")
+    models = _fit(points, notes) if points else []
+    bad = [m.workload.label() for m in measurements if not m.valid and not m.dry_run]
+    if bad:
+        notes.append(f"{len(bad)} point(s) without a valid measurement: {', '.join(bad)}")
+
+    if args.out:
+        results.write_results(args.out, measurements, models=[m.to_dict() for m in models])
+    prefix = "SIMULATED " if simulated else ""
+    where = f"{model_name} on {device.get('gpu') or device.get('name') or ', '.join(gpus) or engine.kind}"
+    setting = f"requests={args.requests}, max_batch_size={args.max_batch_size or 'engine default'}"
+    if args.plot and points:
+        from ..report.plot import save_plot
+
+        save_plot(args.plot, points, models, title=f"{prefix}Energy per output token: {where} ({setting})")
+
+    if args.json:
+        document = results.results_document(measurements, models=[m.to_dict() for m in models])
+        print(json.dumps(document, allow_nan=False))
+        for note in notes:
+            print(f"joules sweep: note: {note}", file=sys.stderr)
+        return 1 if bad else 0
+
+    from ..report.heatmap import heatmap
+    from ..report.models import models_table, sweet_spot_table
+
+    console = Console()
+    console.print(_results_table(measurements, f"{prefix}Sweep: {where} ({setting})"))
+    if points:
+        console.print(heatmap(points, title=f"{prefix}Tokens per joule: {where}"))
+    if models:
+        console.print(models_table(models, title=f"{prefix}Fitted energy models ({len(points)} points)"))
+        if any(m.name != "linear" for m in models):
+            console.print(sweet_spot_table(models, sorted({p.n_in for p in points}), title=f"{prefix}Sweet spots"))
+    for note in notes:
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
+    if args.out:
+        console.print(f"wrote {len(measurements)} result(s) to {args.out}", soft_wrap=True, markup=False)
+    if args.plot and points:
+        console.print(f"wrote plot to {args.plot}", soft_wrap=True, markup=False)
+    return 1 if bad else 0

@@ -1,0 +1,92 @@
+"""The `sim` engine: runs workloads on the simulated device (pytest_joules.sim).
+
+Its numbers come from physics (docs/simulator.md), never from the paper's fitted formula, so
+fitting that formula to the sim is a real test. Every report of it says SIMULATED.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..workload import EngineRun, Workload
+from .base import DeviceRef, EngineSpec
+
+DEFAULT_MODEL = "Llama-3.1-8B"
+DEFAULT_GPU = "H100-SXM"
+#: dtypes the sim models: 2-byte weights, KV cache and activations on BF16 tensor cores
+DTYPES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "auto": "bf16"}
+OPTIONS = ("slowdown", "seed")
+
+
+def _number(options: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
+    value = options.get(key, default)
+    if isinstance(value, bool):
+        raise ConfigError(f"sim engine option {key!r} must be a number, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sim engine option {key!r} must be a number, got {value!r}") from None
+    if kind is int and isinstance(value, float) and value != number:
+        raise ConfigError(f"sim engine option {key!r} must be an integer, got {value!r}")
+    return number
+
+
+class SimEngine:
+    kind = "sim"
+    simulated = True
+    default_meter = "sim"
+
+    def __init__(self, model: str, gpu: str, dtype: str, slowdown: float, seed: int):
+        from ..sim.architectures import get_architecture
+        from ..sim.device import SimDevice
+        from ..sim.gpus import get_gpu
+
+        self.arch = get_architecture(model)
+        self.gpu = get_gpu(gpu)
+        self.dtype = dtype
+        self.sim_device = SimDevice(self.arch, self.gpu, dtype_bytes=2, slowdown=slowdown, seed=seed)
+        self.max_positions: int | None = self.arch.max_positions
+
+    def identity(self) -> dict[str, str]:
+        from ..sim.device import SIM_VERSION
+
+        return {"kind": self.kind, "model": self.arch.name, "dtype": self.dtype, "version": SIM_VERSION}
+
+    def run(self, workload: Workload) -> EngineRun:
+        done = self.sim_device.run(workload)
+        return EngineRun(
+            input_tokens=[workload.n_in] * workload.requests,
+            output_tokens=[workload.n_out] * workload.requests,
+            seconds=done.seconds,
+            phases=done.phases,
+            info={**done.info, "joules": done.joules, "simulated": True},
+        )
+
+    def sync(self) -> None:
+        """Nothing is in flight on a simulated device: every run finishes before it returns."""
+
+    def devices(self) -> list[DeviceRef]:
+        return [DeviceRef(index=0, uuid=None, pci_bus_id=None, name=f"SIMULATED {self.gpu.name}")]
+
+    def close(self) -> None:
+        """The simulated device holds no resources."""
+
+
+def create(spec: EngineSpec) -> SimEngine:
+    options = dict(spec.options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown sim engine option(s) {', '.join(map(repr, unknown))}; the sim accepts {', '.join(OPTIONS)}"
+        )
+    slowdown = _number(options, "slowdown", 1.0, float)
+    if not slowdown > 0 or slowdown == float("inf"):
+        raise ConfigError(f"sim slowdown must be a positive number (1.0 = normal, 1.1 = 10% slower), got {slowdown!r}")
+    seed = _number(options, "seed", 0, int)
+    if seed < 0:
+        raise ConfigError(f"sim seed must be a non-negative integer, got {seed!r}")
+    dtype_name = (spec.dtype or "bf16").lower()
+    if dtype_name not in DTYPES:
+        raise ConfigError(f"the sim models 16-bit inference only; dtype {spec.dtype!r} is not one of bf16, fp16")
+    return SimEngine(spec.model or DEFAULT_MODEL, spec.gpu or DEFAULT_GPU, DTYPES[dtype_name], slowdown, seed)
