@@ -1,14 +1,39 @@
 """Verdicts: how a measurement compares with its baseline.
 
 `judge` takes the per-round J/output-token values of the baseline and of the current run, so
-statistics can look at the spread, not only at one number.
+it can weigh a change against the noise, not only compare two numbers.
+
+The rule (tolerance T, per test from the marker; confidence 95% unless told):
+
+- REGRESSION: the median rose by more than T *and* the rise stands out from the noise: the
+  confidence interval of the change (Welch t-test on log rounds, see stats.py) lies above zero.
+- IMPROVED: the same, downwards.
+- NOISY: not a significant change beyond T, and the rounds cannot resolve a change of size T
+  (the interval's half-width, `resolution`, exceeds T). A pass here would claim "no regression
+  of T" without the evidence for it; a failure would flag noise.
+- PASS: within T, or beyond T but not significant while the rounds could resolve T; `detail`
+  says which.
+- NEW: no baseline rounds. INVALID: no valid current rounds, or unusable values.
+- With 1 round on each side no test is possible: the verdict falls back to T alone (like
+  pytest-benchmark's compare-fail) and `detail` says that no significance test was run.
+
+Does NOISY fail a test? Not by default (`noisy_fails=False`). A gate that goes red whenever a
+shared runner is busy gets switched off; NOISY is instead reported as its own verdict with the
+resolution that was reached and what to change (more rounds, longer windows). A CI owner who
+prefers a red build to an unproven pass sets `noisy_fails=True`. A real regression is never hidden
+by this choice when the rounds can show it: a significant change beyond T is REGRESSION however
+wide the spread.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
+
+from . import stats
+from .errors import ConfigError
 
 PASS = "pass"
 REGRESSION = "regression"
@@ -18,8 +43,14 @@ NOISY = "noisy"
 INVALID = "invalid"
 DRY_RUN = "dry-run"
 
-#: verdicts that fail a test
+#: verdicts that fail a test (NOISY too when the verdict was made with noisy_fails=True)
 FAILING = frozenset({REGRESSION})
+
+#: every status `judge` can return
+STATUSES = frozenset({PASS, REGRESSION, IMPROVED, NEW, NOISY, INVALID})
+
+#: changes closer to the tolerance than this count as equal to it (float noise in the ratio)
+_EPS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -27,14 +58,24 @@ class Verdict:
     status: str
     current: float | None = None
     baseline: float | None = None
-    #: (current - baseline) / baseline
+    #: (current - baseline) / baseline, of the medians
     delta: float | None = None
     tolerance: float | None = None
     detail: str = ""
+    #: confidence interval of the relative change (None when untested)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    #: the smallest relative change these rounds can tell from noise
+    resolution: float | None = None
+    #: the statistical test that was used
+    method: str = ""
+    #: whether a NOISY verdict fails (set from judge's noisy_fails)
+    noisy_fails: bool = False
 
     @property
     def failed(self) -> bool:
-        return self.status in FAILING
+        return self.status in FAILING or (self.status == NOISY and self.noisy_fails)
 
     def message(self, what: str = "J/output-token") -> str:
         if self.status in (NEW, INVALID, DRY_RUN):
@@ -46,19 +87,88 @@ class Verdict:
         )
 
 
-def judge(current: Sequence[float], baseline: Sequence[float] | None, tolerance: float) -> Verdict:
-    """Compare the medians of two sets of rounds against a relative tolerance."""
+def check_tolerance(tolerance: float) -> float:
+    """Raise ConfigError unless `tolerance` is a finite fraction >= 0 (0.05 means 5%)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
+        raise ConfigError(f"tolerance must be a non-negative fraction such as 0.05 (5%), got {tolerance!r}")
+    return float(tolerance)
+
+
+def parse_tolerance(text: str | float) -> float:
+    """A tolerance from the command line or an ini key: "5%" or "0.05" (both mean 5%).
+
+    A bare number of 1 or more is refused rather than read as 100% or more: "5" almost
+    certainly means 5%, and guessing would silently loosen a gate.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        try:
+            value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            raise ConfigError(f"tolerance {text!r} is not a number; write it as 0.05 or 5%") from None
+        if not raw.endswith("%") and value >= 1:
+            raise ConfigError(f"tolerance {text!r} would mean {value:.0%}; write {raw}% for {raw} percent, or a fraction such as 0.05")
+    return check_tolerance(value)
+
+
+def _bad(values: Sequence[float]) -> list[float]:
+    return [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0]
+
+
+def _evidence(c: stats.Comparison) -> str:
+    level = f"{c.confidence:.0%}"
+    rounds = f"{c.n_current} vs {c.n_baseline} rounds"
+    return f"{level} CI of the change [{c.ci_low:+.2%}, {c.ci_high:+.2%}], p={c.p_value:.2g}; {c.method}, {rounds}"
+
+
+def judge(
+    current: Sequence[float],
+    baseline: Sequence[float] | None,
+    tolerance: float,
+    *,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    noisy_fails: bool = False,
+) -> Verdict:
+    """Compare two sets of rounds against a relative tolerance (the rule is in the module doc)."""
+    tolerance = check_tolerance(tolerance)
     if not current:
-        return Verdict(INVALID, detail="no valid rounds to judge")
+        return Verdict(INVALID, tolerance=tolerance, detail="no valid rounds to judge")
+    bad = _bad(current)
+    if bad:
+        return Verdict(INVALID, tolerance=tolerance, detail=f"rounds hold values that are not positive J/token: {bad[:3]}")
     now = statistics.median(current)
     if not baseline:
         return Verdict(NEW, current=now, tolerance=tolerance, detail="no baseline recorded yet")
-    base = statistics.median(baseline)
-    delta = (now - base) / base
-    if delta > tolerance:
-        status = REGRESSION
-    elif delta < -tolerance:
-        status = IMPROVED
-    else:
-        status = PASS
-    return Verdict(status, current=now, baseline=base, delta=delta, tolerance=tolerance)
+    bad = _bad(baseline)
+    if bad:
+        return Verdict(
+            INVALID, current=now, tolerance=tolerance,
+            detail=f"the baseline holds values that are not positive J/token: {bad[:3]}; record it again",
+        )
+    c = stats.compare_rounds(current, baseline, confidence)
+    up = c.delta - tolerance > _EPS
+    down = -c.delta - tolerance > _EPS
+    common = dict(
+        current=c.current_median, baseline=c.baseline_median, delta=c.delta, tolerance=tolerance,
+        ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value, resolution=c.resolution,
+        method=c.method, noisy_fails=noisy_fails,
+    )
+    if not c.tested:
+        status = REGRESSION if up else IMPROVED if down else PASS
+        detail = "judged on the tolerance alone: " + c.method + "; use 3 or more rounds for a significance test"
+        return Verdict(status, detail=detail, **common)  # type: ignore[arg-type]
+    if up and c.ci_low > 0:  # type: ignore[operator]
+        return Verdict(REGRESSION, detail="significant: " + _evidence(c), **common)  # type: ignore[arg-type]
+    if down and c.ci_high < 0:  # type: ignore[operator]
+        return Verdict(IMPROVED, detail="significant: " + _evidence(c), **common)  # type: ignore[arg-type]
+    if c.resolution > tolerance:  # type: ignore[operator]
+        detail = (
+            f"too noisy to judge a {tolerance:.2%} change: these rounds resolve only +/-{c.resolution:.2%} "
+            f"({_evidence(c)}); measure more rounds or longer windows"
+        )
+        return Verdict(NOISY, detail=detail, **common)  # type: ignore[arg-type]
+    if up or down:
+        return Verdict(PASS, detail="beyond the tolerance but not significant: " + _evidence(c), **common)  # type: ignore[arg-type]
+    return Verdict(PASS, detail="within the tolerance: " + _evidence(c), **common)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "sweep": "sweep",
     "doctor": "doctor",
     "compare": "compare",
+    "export": "export",
 }
 
 

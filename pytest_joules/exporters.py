@@ -1,0 +1,249 @@
+"""Exporters: measurements in the formats that CI dashboards already read.
+
+- github-action-benchmark, tool `customSmallerIsBetter`: a JSON list of
+  {"name", "unit", "value", "range"?, "extra"?}, the `BenchmarkResult` interface of the action's
+  src/extract.ts (name: string, value: number, unit: string, range?: string, extra?: string) and
+  the custom-benchmark section of its README. J per output token is smaller-is-better.
+- Bencher Metric Format (https://bencher.dev/docs/reference/bencher-metric-format):
+  {benchmark name: {measure slug: {"value", "lower_value"?, "upper_value"?}}}; measure slugs at
+  most 64 characters, created on first use by `bencher run --adapter json`.
+- JUnit XML: (name, value) pairs for pytest's `record_property` / `item.user_properties`, which
+  the junitxml plugin writes as <property> elements of the test case. Per-test properties are
+  part of the xunit1 schema: under pytest's default `junit_family = xunit2` pytest still writes
+  them but warns that record_property is incompatible, so users who want them set xunit1.
+- Markdown: a summary table, appended to the file named by $GITHUB_STEP_SUMMARY when it is set
+  (GitHub renders that file on the run's summary page; every step appends to it).
+
+Every exporter takes a list of `Measurement`s or of rows read back by `results.read_results`.
+Lower/upper values and ranges come from the order-statistic interval of the median (stats.py):
+exact and deterministic; with fewer than 6 rounds it is [min, max], which covers less than 95%.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import stats
+from .errors import DataError
+from .measurement import Measurement
+from .results import ResultRow, ResultsFile
+
+GAB_UNIT = "J/output-token"
+#: Bencher measure slugs (kebab case, <= 64 characters)
+BMF_J_PER_TOKEN = "j-per-output-token"
+BMF_TOKENS_PER_JOULE = "tokens-per-joule"
+BMF_AVG_WATTS = "average-watts"
+#: prefix of every JUnit property, so ours never collide with a user's
+JUNIT_PREFIX = "joules_"
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """What every exporter needs of one result, whatever it was read from."""
+
+    name: str
+    n_in: int
+    n_out: int
+    requests: int
+    round_values: tuple[float, ...]
+    j_per_out_token: float | None
+    tokens_per_joule: float | None
+    avg_watts: float | None
+    spread: float | None
+    verdict: str | None
+    delta: float | None
+    simulated: bool
+
+    @property
+    def summary(self) -> stats.Summary | None:
+        try:
+            return stats.summarize(self.round_values) if self.round_values else None
+        except ValueError:  # a hand-edited file with a bad round: export the median only
+            return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _from_measurement(m: Measurement) -> ExportRow:
+    w = m.workload
+    v = m.verdict
+    return ExportRow(
+        name=m.name or w.label(), n_in=w.n_in, n_out=w.n_out, requests=w.requests,
+        round_values=tuple(m.round_values), j_per_out_token=m.j_per_out_token,
+        tokens_per_joule=m.tokens_per_joule, avg_watts=m.avg_watts, spread=m.spread,
+        verdict=v.status if v else None, delta=v.delta if v else None, simulated=m.simulated,
+    )
+
+
+def _from_result(row: ResultRow, simulated: bool) -> ExportRow:
+    raw = row.raw
+    verdict = raw.get("verdict") if isinstance(raw.get("verdict"), Mapping) else None
+    return ExportRow(
+        name=row.name, n_in=row.workload.n_in, n_out=row.workload.n_out, requests=row.workload.requests,
+        round_values=tuple(row.round_values), j_per_out_token=row.j_per_out_token,
+        tokens_per_joule=_num(raw.get("tokens_per_joule")), avg_watts=_num(raw.get("avg_watts")),
+        spread=_num(raw.get("spread")),
+        verdict=str(verdict["status"]) if verdict and verdict.get("status") else None,
+        delta=_num(verdict.get("delta")) if verdict else None,
+        simulated=bool(raw.get("simulated", simulated)),
+    )
+
+
+def export_rows(items: ResultsFile | Iterable[Measurement | ResultRow | ExportRow]) -> list[ExportRow]:
+    """Normalize Measurements, ResultRows or a whole ResultsFile into ExportRows."""
+    if isinstance(items, ResultsFile):
+        return [_from_result(r, items.simulated) for r in items.rows]
+    out = []
+    for item in items:
+        if isinstance(item, ExportRow):
+            out.append(item)
+        elif isinstance(item, Measurement):
+            out.append(_from_measurement(item))
+        elif isinstance(item, ResultRow):
+            out.append(_from_result(item, False))
+        else:
+            raise TypeError(f"cannot export a {type(item).__name__}: expected Measurement or ResultRow")
+    return out
+
+
+def unexported(items: ResultsFile | Iterable[Any]) -> list[str]:
+    """Names of the results that carry no valid J/token and so are left out of gab/bmf."""
+    return [r.name for r in export_rows(items) if r.j_per_out_token is None]
+
+
+def _unique_names(rows: Sequence[ExportRow]) -> list[str]:
+    """Names made unique (" #2", " #3"...) so no result overwrites another in a keyed format."""
+    seen: dict[str, int] = {}
+    names = []
+    for r in rows:
+        seen[r.name] = seen.get(r.name, 0) + 1
+        names.append(r.name if seen[r.name] == 1 else f"{r.name} #{seen[r.name]}")
+    return names
+
+
+def _g(value: float | None, fmt: str = ".4g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+# -- github-action-benchmark ---------------------------------------------------------------------
+def gab_json(items: ResultsFile | Iterable[Any]) -> list[dict[str, Any]]:
+    """github-action-benchmark `customSmallerIsBetter` entries, one per valid result."""
+    rows = [r for r in export_rows(items) if r.j_per_out_token is not None]
+    out = []
+    for name, r in zip(_unique_names(rows), rows):
+        s = r.summary
+        entry: dict[str, Any] = {"name": name, "unit": GAB_UNIT, "value": r.j_per_out_token}
+        extra = [f"n_in={r.n_in} n_out={r.n_out} requests={r.requests}", f"rounds: {len(r.round_values)}"]
+        if s is not None and s.ci_low is not None:
+            half = max(s.ci_high - s.median, s.median - s.ci_low)  # type: ignore[operator]
+            entry["range"] = f"± {half:.4g}"
+            extra.append(f"median CI {s.ci_low:.6g}..{s.ci_high:.6g} (coverage {s.ci_coverage:.1%})")
+        extra.append(f"tokens/J: {_g(r.tokens_per_joule)}  avg W: {_g(r.avg_watts)}")
+        if r.verdict:
+            extra.append(f"verdict: {r.verdict}" + (f" ({r.delta:+.2%})" if r.delta is not None else ""))
+        if r.simulated:
+            extra.append("SIMULATED device")
+        entry["extra"] = "\n".join(extra)
+        out.append(entry)
+    return out
+
+
+# -- Bencher ---------------------------------------------------------------------------------------
+def _metric(value: float, low: float | None = None, high: float | None = None) -> dict[str, float]:
+    metric = {"value": value}
+    if low is not None and high is not None:
+        metric["lower_value"] = low
+        metric["upper_value"] = high
+    return metric
+
+
+def bmf_json(items: ResultsFile | Iterable[Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Bencher Metric Format: J/output-token (with the median's interval), tokens/J, average W."""
+    rows = [r for r in export_rows(items) if r.j_per_out_token is not None]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, r in zip(_unique_names(rows), rows):
+        s = r.summary
+        low = s.ci_low if s else None
+        high = s.ci_high if s else None
+        j = r.j_per_out_token
+        assert j is not None
+        measures = {BMF_J_PER_TOKEN: _metric(j, low, high)}
+        # tokens/J is 1/(J/token), so its bounds are the reciprocals, swapped
+        measures[BMF_TOKENS_PER_JOULE] = _metric(1.0 / j, 1.0 / high if high else None, 1.0 / low if low else None)
+        if r.avg_watts is not None:
+            measures[BMF_AVG_WATTS] = _metric(r.avg_watts)
+        out[name] = measures
+    return out
+
+
+# -- JUnit XML -----------------------------------------------------------------------------------
+def junit_properties(item: Measurement | ResultRow | ExportRow) -> list[tuple[str, str | int | float]]:
+    """(name, value) pairs to hand to `record_property` (or extend `item.user_properties`)."""
+    (r,) = export_rows([item])
+    props: list[tuple[str, str | int | float]] = [
+        ("n_in", r.n_in), ("n_out", r.n_out), ("requests", r.requests), ("rounds", len(r.round_values)),
+    ]
+    for key, value in (
+        ("j_per_out_token", r.j_per_out_token), ("tokens_per_joule", r.tokens_per_joule),
+        ("avg_watts", r.avg_watts), ("spread", r.spread), ("baseline_delta", r.delta),
+    ):
+        if value is not None:
+            props.append((key, value))
+    if r.verdict:
+        props.append(("verdict", r.verdict))
+    props.append(("simulated", str(r.simulated).lower()))
+    return [(JUNIT_PREFIX + k, v) for k, v in props]
+
+
+# -- Markdown / GitHub step summary --------------------------------------------------------------
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-joules energy") -> str:
+    """A Markdown table of the results, SIMULATED in the heading when any result is."""
+    rows = export_rows(items)
+    simulated = any(r.simulated for r in rows)
+    lines = [f"### {title}" + (" (SIMULATED)" if simulated else ""), ""]
+    if not rows:
+        return "\n".join(lines + ["No energy results.", ""])
+    lines += [
+        "| test | n_in | n_out | J/out-token | tokens/J | avg W | spread | vs baseline | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.verdict or "-"] = counts.get(r.verdict or "-", 0) + 1
+        lines.append(
+            f"| {_cell(r.name)} | {r.n_in} | {r.n_out} | {_g(r.j_per_out_token, '.5g')} | {_g(r.tokens_per_joule)} "
+            f"| {_g(r.avg_watts, '.1f')} | {_g(r.spread, '.1%')} | {_g(r.delta, '+.2%')} | {r.verdict or '-'} |"
+        )
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status != "-")
+    lines += ["", f"{len(rows)} result(s)" + (f": {tally}" if tally else ""), ""]
+    return "\n".join(lines)
+
+
+def append_step_summary(
+    items: ResultsFile | Iterable[Any], title: str = "pytest-joules energy", environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """Append the Markdown summary to $GITHUB_STEP_SUMMARY; None (and nothing written) when unset."""
+    env = os.environ if environ is None else environ
+    target = env.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    path = Path(target)
+    text = markdown_summary(items, title)
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+    except OSError as exc:
+        raise DataError(f"GITHUB_STEP_SUMMARY={target}: cannot append the energy summary: {exc.strerror or exc}") from None
+    return path
