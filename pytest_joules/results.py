@@ -65,6 +65,11 @@ def verdict_to_dict(v: Verdict | None) -> dict[str, Any] | None:
         "delta": _clean(v.delta),
         "tolerance": v.tolerance,
         "detail": v.detail,
+        "ci_low": _clean(v.ci_low),
+        "ci_high": _clean(v.ci_high),
+        "p_value": _clean(v.p_value),
+        "resolution": _clean(v.resolution),
+        "method": v.method,
     }
 
 
