@@ -1,0 +1,96 @@
+"""`joules fit FILE`: fit the analytical energy models to measured points and show sweet spots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+CHOICES = ("flops", "memflops", "linear", "all")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "fit",
+        help="fit the energy models to a measurements CSV or results JSON",
+        description=(
+            "Fit the sweet-spot paper's energy models to measured points. FILE is CSV with a header "
+            "n_in,n_out and j_per_out_token, or energy_j (total joules) with an optional requests "
+            "column; or a results JSON written by `joules sweep` / `pytest --joules --joules-json`."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="measurements CSV or results JSON")
+    p.add_argument("--model", choices=CHOICES, default="all", help="which model to fit (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a figure of the data and the fits")
+    p.add_argument("--save", metavar="MODEL.json", help="write the fitted model(s) for `joules sweetspot` and the plugin")
+    return p
+
+
+def _sweet_spots(model: Any, n_in_values: list[int]) -> list[dict[str, Any]]:
+    spots = []
+    for n_in in n_in_values:
+        s = model.sweet_spot(n_in)
+        spots.append({
+            "n_in": n_in,
+            "n_out_opt": s.n_out_opt,
+            "j_per_out_token_min": s.j_per_out_token_min,
+            "inside_range": s.inside_range,
+            "reason": s.reason,
+        })
+    return spots
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import analytical
+    from ..points import read_points
+
+    data = read_points(args.file)
+    names = analytical.MODEL_NAMES if args.model == "all" else (args.model,)
+    try:
+        models = analytical.fit_all(data.points, names)
+    except DataError as exc:
+        raise DataError(f"{data.path}: {exc}") from None
+    n_in_values = sorted({p.n_in for p in data.points})
+    for note in data.notes:
+        print(f"joules fit: note: {note}", file=sys.stderr)
+
+    if args.save:
+        analytical.save_models(args.save, models, simulated=data.simulated, source=str(data.path))
+    if args.plot:
+        from ..report.plot import save_plot
+
+        save_plot(args.plot, data.points, models, title=_title("Energy per output token", data.simulated, data.path))
+
+    if args.json:
+        document = {
+            "models": [{**m.to_dict(), "sweet_spots": _sweet_spots(m, n_in_values)} for m in models],
+            "simulated": data.simulated,
+        }
+        print(json.dumps(document, allow_nan=False))
+        return 0
+
+    from rich.console import Console
+
+    from ..report.heatmap import coarsen, heatmap
+    from ..report.models import models_table, sweet_spot_table
+
+    console = Console()
+    console.print(heatmap(data.points, title=_title("Tokens per joule", data.simulated, data.path)))
+    console.print(models_table(models, title=_title(f"Fitted energy models ({len(data.points)} points)", data.simulated, data.path)))
+    if any(m.name != "linear" for m in models):
+        rows = sorted({p.n_in for p in coarsen(data.points)[0]})  # not 1,000 rows for scattered lengths
+        console.print(sweet_spot_table(models, rows, title=_title("Sweet spots", data.simulated, data.path)))
+    if args.save:
+        console.print(f"saved {len(models)} model(s) to {args.save}", soft_wrap=True)
+    if args.plot:
+        console.print(f"wrote plot to {args.plot}", soft_wrap=True)
+    return 0
+
+
+def _title(what: str, simulated: bool, path: Any) -> str:
+    return f"{'SIMULATED ' if simulated else ''}{what}: {Path(path).name}"

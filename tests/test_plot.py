@@ -1,0 +1,170 @@
+"""The report pieces of the fit: terminal heatmap, model tables, and the PNG plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from pytest_joules.analytical import FittedModel, Point, fit_all
+from pytest_joules.cli import main
+from pytest_joules.errors import ConfigError
+from pytest_joules.report.heatmap import heatmap
+from pytest_joules.report.models import models_table, sweet_spot_table
+from pytest_joules.report.plot import save_plot
+
+GRID = [64, 256, 1024, 4096]
+TRUE = FittedModel("memflops", (0.05, 2e-7, 1e-5, 3e-4, 2e-5, 1.5), 0.0, None, 1, (64, 4096), (64, 4096))
+
+
+def points(limit: int = 8192) -> list[Point]:
+    rng = np.random.default_rng(0)
+    return [Point(n, m, TRUE.predict(n, m) * (1 + 0.01 * rng.standard_normal()))
+            for n in GRID for m in GRID if n + m <= limit]
+
+
+def render(renderable) -> str:
+    console = Console(record=True, width=200, color_system="truecolor", force_terminal=True)
+    console.print(renderable)
+    return console.export_text(styles=False)
+
+
+def rows(text: str) -> dict[str, list[str]]:
+    """Table body rows keyed by their first cell; cells stripped (empty string for a hole)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+# -- terminal heatmap --------------------------------------------------------------------------------
+def test_heatmap_cells_best_mark_and_holes():
+    pts = points(limit=4096 + 256)  # leaves holes where n_in + n_out > 4352
+    text = render(heatmap(pts, title="SIMULATED tokens per joule"))
+    assert text.startswith("SIMULATED tokens per joule")
+    body = rows(text)
+    assert list(body) == [str(n) for n in GRID]
+    assert body["4096"][2:] == ["", ""] and all(body["4096"][:2])
+    assert body["1024"][3] == "" and all(body["1024"][:3])
+    by_cell = {(p.n_in, p.n_out): 1 / p.j_per_out_token for p in pts}
+    best = max(by_cell, key=by_cell.get)
+    marked = [(n, GRID[j]) for n in GRID for j, cell in enumerate(body[str(n)]) if cell.startswith("★")]
+    assert marked == [best]
+    assert body["64"][0] == f"{by_cell[(64, 64)]:.3g}"
+    assert text.count("★") == 2  # the best cell and the caption
+
+
+def test_heatmap_colour_grades_worst_red_best_green():
+    console = Console(width=200, color_system="truecolor", force_terminal=True)
+    table = heatmap([Point(64, 64, 1.0), Point(64, 128, 0.1), Point(128, 64, 0.5)])
+    colours = {seg.text.strip(): seg.style.bgcolor.get_truecolor() for seg in console.render(table)
+               if seg.style is not None and seg.style.bgcolor is not None and seg.text.strip()}
+    assert tuple(colours["1"]) == (0xC0, 0x39, 0x2B)  # worst: 1 token/J, red
+    assert tuple(colours["★ 10"]) == (0x27, 0xAE, 0x60)  # best: 10 tokens/J, green
+    red, green, _ = colours["2"]  # log scale: 2 tokens/J is 30% of the way, between red and amber
+    assert 0xC0 < red < 0xF3 and 0x39 < green < 0x9C
+
+
+def test_heatmap_single_point_and_repeated_measurements():
+    text = render(heatmap([Point(64, 64, 0.5), Point(64, 64, 0.25), Point(64, 64, 1.0)]))
+    assert rows(text)["64"] == ["★ 2"]  # median 0.5 J/token -> 2 tokens/J
+
+
+# -- model tables --------------------------------------------------------------------------------------
+def test_models_and_sweet_spot_tables():
+    models = fit_all(points())
+    text = render(models_table(models, title="SIMULATED fitted"))
+    assert text.startswith("SIMULATED fitted")
+    for m in models:
+        assert m.name in text and f"{m.mape:.2%}" in text and f"{m.loo_mape:.2%}" in text
+    assert "θ5 = " in text and "a = " in text
+    spots = render(sweet_spot_table(models, [64, 1024, 100_000], title="Sweet"))
+    body = rows(spots)
+    memflops = models[1].sweet_spot(1024)
+    assert body["1024"][3] == f"{memflops.n_out_opt:.0f}"
+    assert body["1024"][4] == f"{memflops.j_per_out_token_min:.4g}"
+    assert "100000 (outside fit)" in body
+    assert "linear: no sweet spot" in spots
+    assert "n_in (outside fit)" in spots
+
+
+def test_sweet_spot_table_shows_missing_optimum():
+    model = FittedModel("flops", (0.05, 2e-7, 1e-5, 3e-4, 0.0), 0.01, 0.02, 9, (64, 512), (64, 512))
+    text = render(sweet_spot_table([model], [64], title="Sweet"))
+    assert rows(text)["64"] == ["none", "—", "—"]
+    assert "θ4 = 0" in text
+
+
+# -- PNG -----------------------------------------------------------------------------------------------
+def test_save_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    pts = points(limit=4096)
+    path = tmp_path / "fit.png"
+    save_plot(path, pts, fit_all(pts), title="SIMULATED test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.shape[0] > 400 and image.shape[1] > 1000
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_save_plot_without_models_and_svg(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "fit.svg"
+    save_plot(path, points())
+    assert path.read_text().lstrip().startswith("<?xml")
+
+
+def test_save_plot_errors(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ConfigError, match="nothing to plot"):
+        save_plot(tmp_path / "x.png", [])
+    with pytest.raises(ConfigError, match=r"cannot write plot .*x\.nope: Format 'nope' is not supported"):
+        save_plot(tmp_path / "x.nope", points())
+    with pytest.raises(ConfigError, match="cannot write plot .*missing/x.png"):
+        save_plot(tmp_path / "missing" / "x.png", points())
+
+
+def test_save_plot_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install pytest-joules\[plot\]"):
+        save_plot(tmp_path / "x.png", points())
+
+
+def test_fit_plot_option(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    data = tmp_path / "d.csv"
+    data.write_text("n_in,n_out,j_per_out_token\n" + "".join(f"{p.n_in},{p.n_out},{p.j_per_out_token}\n" for p in points()))
+    png = tmp_path / "out.png"
+    assert main(["fit", str(data), "--json", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["models"]  # stdout stays one JSON object with --plot
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["fit", str(data), "--plot", str(tmp_path / "x.nope")]) == 2
+    assert "cannot write plot" in capsys.readouterr().err
+
+
+def test_scattered_lengths_are_binned_to_powers_of_two(tmp_path):
+    rng = np.random.default_rng(5)
+    pts = [Point(int(n), int(m), TRUE.predict(int(n), int(m)))
+           for n, m in zip(np.exp2(rng.uniform(6, 12, 300)).round(), np.exp2(rng.uniform(6, 12, 300)).round())]
+    text = render(heatmap(pts))
+    body = rows(text)
+    assert list(body) == ["64", "128", "256", "512", "1024", "2048", "4096"]
+    assert all(len(cells) == 7 for cells in body.values())
+    assert "n_in and n_out binned to the nearest power of two" in text
+    # each bin shows the median of its points: check one bin against a direct computation
+    in_bin = [p.j_per_out_token for p in pts if 2 ** round(np.log2(p.n_in)) == 512 and 2 ** round(np.log2(p.n_out)) == 256]
+    assert body["512"][2].lstrip("★ ") == f"{1 / float(np.median(in_bin)):.3g}"
+
+
+def test_few_distinct_lengths_are_not_binned():
+    pts = [Point(n, m, 0.1) for n in (100, 300) for m in (50, 70)]
+    text = render(heatmap(pts))
+    assert list(rows(text)) == ["100", "300"] and "binned" not in text
