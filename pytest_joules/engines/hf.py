@@ -1,0 +1,337 @@
+"""The `hf` engine: transformers `generate` with exactly n_in prompt tokens and n_out new tokens.
+
+The model is a local checkpoint directory (`from_pretrained`, local files only) or a named
+architecture built with random weights (`from_config`): energy depends on the shapes, not on
+the weight values. Names are those of the simulator's architecture table (so a real run and a
+simulated one describe the same model) plus a few tiny ones for tests.
+
+EOS is disabled and `min_new_tokens = max_new_tokens = n_out`, so every request generates
+exactly n_out tokens; requests run in batches of at most `max_batch_size`. CUDA when present
+(synchronized at the window edges), CPU otherwise. torch and transformers are imported only in
+`create`, so listing engines stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
+from ..workload import EngineRun, Workload
+from .base import DeviceRef, EngineSpec
+from .prompts import random_prompts
+
+if TYPE_CHECKING:
+    import torch
+
+INSTALL_HINT = "pip install 'pytest-joules[hf]' (transformers and torch)"
+
+_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+           "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
+_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What `from_config` needs; the sim's `Architecture` carries the same fields."""
+
+    name: str
+    family: str  # llama, qwen2, gemma2, falcon, granite, opt
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    tied_embeddings: bool
+    max_positions: int
+
+
+#: tiny shapes for tests: seconds on a CPU (not real models)
+TINY = {
+    "tiny-llama": Shape("tiny-llama", "llama", 2, 64, 4, 2, 16, 128, 512, True, 512),
+    "tiny-llama-mha": Shape("tiny-llama-mha", "llama", 2, 64, 4, 4, 16, 128, 512, True, 512),
+}
+
+_FAMILIES = ("llama", "qwen2", "gemma-2", "falcon", "granite", "opt")
+
+
+def _family(name: str) -> str:
+    low = name.lower()
+    if low.startswith("tiny-"):
+        return "llama"
+    for fam in _FAMILIES:
+        if low.startswith(fam):
+            return fam.replace("-", "")
+    raise ConfigError(f"hf engine: no transformers config family known for architecture {name!r}")
+
+
+def known_architectures() -> list[str]:
+    names = list(TINY)
+    try:
+        from ..sim.architectures import known_architectures as sim_names
+
+        names += [n for n in sim_names() if n not in TINY]
+    except ImportError:  # the simulator is optional for this engine
+        pass
+    return names
+
+
+def lookup_shape(name: str) -> Shape | None:
+    """The shape of a named architecture, or None when the name is not one."""
+    for key, shape in TINY.items():
+        if key.lower() == name.strip().lower():
+            return shape
+    try:
+        from ..sim.architectures import get_architecture
+    except ImportError:
+        return None
+    try:
+        arch = get_architecture(name)
+    except ConfigError:
+        return None
+    return Shape(arch.name, _family(arch.name), arch.layers, arch.hidden, arch.heads, arch.kv_heads,
+                 arch.head_dim, arch.ffn, arch.vocab, arch.tied_embeddings, arch.max_positions)
+
+
+def build_config(shape: Shape) -> Any:
+    """A transformers config of the shape's family (no download, no weights)."""
+    import transformers as tf
+
+    common = dict(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                  num_attention_heads=shape.heads, max_position_embeddings=shape.max_positions,
+                  tie_word_embeddings=shape.tied_embeddings, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    gqa = dict(num_key_value_heads=shape.kv_heads, intermediate_size=shape.ffn)
+    if shape.family in ("llama", "granite"):
+        cls = tf.LlamaConfig if shape.family == "llama" else tf.GraniteConfig
+        return cls(**common, **gqa, head_dim=shape.head_dim)
+    if shape.family == "qwen2":
+        return tf.Qwen2Config(**common, **gqa)
+    if shape.family == "gemma2":
+        return tf.Gemma2Config(**common, **gqa, head_dim=shape.head_dim)
+    if shape.family == "falcon":
+        common.pop("tie_word_embeddings")
+        return tf.FalconConfig(**common, num_kv_heads=shape.kv_heads, multi_query=shape.kv_heads == 1,
+                               new_decoder_architecture=False, parallel_attn=True, bias=False,
+                               ffn_hidden_size=shape.ffn)
+    if shape.family == "opt":
+        return tf.OPTConfig(**common, ffn_dim=shape.ffn, word_embed_proj_dim=shape.hidden)
+    raise ConfigError(f"hf engine: unsupported family {shape.family!r}")
+
+
+def _dtype_name(spec: EngineSpec, cuda: bool) -> str:
+    raw = spec.dtype or spec.options.get("dtype")
+    if raw is None:
+        return "bfloat16" if cuda else "float32"
+    try:
+        return _DTYPES[str(raw).lower()]
+    except KeyError:
+        raise ConfigError(f"hf engine: unknown dtype {raw!r}; use bf16, fp16 or fp32") from None
+
+
+def _dtype_kwarg(transformers_version: str) -> str:
+    """transformers renamed `torch_dtype` to `dtype` in 4.56 (and 5.x drops the old name)."""
+    parts = []
+    for piece in transformers_version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return "dtype" if tuple(parts) >= (4, 56) else "torch_dtype"
+
+
+class HFEngine:
+    kind = "hf"
+    simulated = False
+
+    def __init__(self, model: Any, model_name: str, torch_mod: Any, device: str, dtype: str,
+                 versions: dict[str, str], default_meter: str) -> None:
+        self._model = model
+        self._torch = torch_mod
+        self._device = device
+        self._dtype = dtype
+        self._model_name = model_name
+        self._versions = versions
+        self.default_meter = default_meter
+        cfg = model.config
+        self.max_positions: int | None = getattr(cfg, "max_position_embeddings", None)
+        self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
+        gen = getattr(model, "generation_config", None)
+        self._special = {getattr(cfg, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        if gen is not None:
+            self._special |= {getattr(gen, k, None) for k in ("bos_token_id", "pad_token_id")}
+            eos = getattr(gen, "eos_token_id", None)
+            self._special |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
+        self._special = {s for s in self._special if isinstance(s, int)}
+        self._pad = next((s for s in (getattr(cfg, "pad_token_id", None),) if isinstance(s, int)), 0)
+        self._prompt_cache: dict[tuple[int, int, int], Any] = {}
+
+    # -- protocol -----------------------------------------------------------------------------
+    def identity(self) -> dict[str, str]:
+        # torch's kernels change energy as much as transformers' code: both key a baseline
+        version = f"transformers {self._versions['transformers']}, torch {self._versions['torch']}"
+        return {"kind": "hf", "model": self._model_name, "dtype": _SHORT[self._dtype],
+                "version": version, "device": self._device.split(":")[0]}
+
+    def prompts(self, workload: Workload) -> Any:
+        """The prompt ids for a workload, as a (requests, n_in) tensor; built once per workload."""
+        key = (workload.n_in, workload.requests, workload.seed)
+        if key not in self._prompt_cache:
+            ids = random_prompts(workload, self.vocab_size, self._special)
+            self._prompt_cache = {key: self._torch.tensor(ids, dtype=self._torch.long, device=self._device)}
+        return self._prompt_cache[key]
+
+    def run(self, workload: Workload) -> EngineRun:
+        torch = self._torch
+        workload.check_positions(self.max_positions, self.kind)
+        ids = self.prompts(workload)
+        batch = workload.max_batch_size or workload.requests
+        outs_in: list[int] = []
+        outs_out: list[int] = []
+        sizes: list[int] = []
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for start in range(0, workload.requests, batch):
+                chunk = ids[start:start + batch]
+                out = self._model.generate(
+                    input_ids=chunk,
+                    attention_mask=torch.ones_like(chunk),
+                    generation_config=self._generation_config(workload.n_out),
+                )
+                if out.shape[0] != chunk.shape[0] or not torch.equal(out[:, : chunk.shape[1]], chunk):
+                    raise WorkloadMismatch(f"engine 'hf': generate did not return the prompts it was given ({self._model_name})")
+                sizes.append(int(chunk.shape[0]))
+                outs_in += [int(chunk.shape[1])] * int(chunk.shape[0])
+                outs_out += [int(out.shape[1] - chunk.shape[1])] * int(out.shape[0])
+        self.sync()
+        seconds = time.perf_counter() - t0
+        return EngineRun(input_tokens=outs_in, output_tokens=outs_out, seconds=seconds,
+                         info={"batches": sizes, "device": self._device})
+
+    def _generation_config(self, n_out: int) -> Any:
+        from transformers import GenerationConfig
+
+        # A fresh config: nothing from the checkpoint (eos ids, sampling, stop strings) can end
+        # generation early; with no EOS and min = max, every row is exactly n_out tokens long.
+        return GenerationConfig(max_new_tokens=n_out, min_new_tokens=n_out, do_sample=False,
+                                num_beams=1, eos_token_id=None, pad_token_id=self._pad, use_cache=True)
+
+    def sync(self) -> None:
+        if self._device.startswith("cuda"):
+            self._torch.cuda.synchronize(self._device)
+
+    def devices(self) -> list[DeviceRef]:
+        if not self._device.startswith("cuda"):
+            return []
+        return [device_ref(self._torch, self._torch.device(self._device).index or 0)]
+
+    def close(self) -> None:
+        self._model = None
+        self._prompt_cache = {}
+        if self._device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+
+def device_ref(torch: Any, index: int) -> DeviceRef:
+    """CUDA device `index` with the UUID and PCI bus id NVML knows it by (NVML ignores
+    CUDA_VISIBLE_DEVICES, so the index alone can name the wrong GPU)."""
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    uuid_text = None
+    if uuid is not None:
+        uuid_text = str(uuid)  # torch prints the bare UUID; NVML wants the GPU- prefix
+        if not uuid_text.startswith(("GPU-", "MIG-")):
+            uuid_text = "GPU-" + uuid_text
+    bus = getattr(props, "pci_bus_id", None)
+    pci = None
+    if isinstance(bus, int):
+        domain = getattr(props, "pci_domain_id", 0) or 0
+        slot = getattr(props, "pci_device_id", 0) or 0
+        pci = f"{domain:08X}:{bus:02X}:{slot:02X}.0"
+    return DeviceRef(index=index, uuid=uuid_text, pci_bus_id=pci, name=getattr(props, "name", None))
+
+
+def _import() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise EngineUnavailable(f"the hf engine needs transformers and torch ({exc}); {INSTALL_HINT}") from None
+    return torch, transformers
+
+
+def _choose_device(torch: Any, spec: EngineSpec) -> str:
+    wanted = spec.options.get("device")
+    if wanted is None:
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    wanted = str(wanted)
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineUnavailable(f"hf engine: device {wanted!r} asked for, but torch sees no CUDA GPU here")
+    if wanted == "cuda":
+        return "cuda:0"
+    if wanted != "cpu" and not wanted.startswith("cuda:"):
+        raise ConfigError(f"hf engine: device must be cpu, cuda or cuda:N, got {wanted!r}")
+    return wanted
+
+
+def _default_meter(device: str) -> str:
+    """nvml on a GPU; on the CPU rapl where package energy is readable, else a dry run
+    (`none`): a CPU run without a readable counter can still prove its token counts."""
+    if device.startswith("cuda"):
+        return "nvml"
+    from ..meters.rapl import probe
+
+    return "rapl" if probe()[0] else "none"
+
+
+def _load(spec: EngineSpec, torch: Any, transformers: Any, device: str, dtype: str) -> tuple[Any, str]:
+    from transformers import AutoModelForCausalLM
+
+    name = spec.model
+    if not name:
+        raise ConfigError(
+            "the hf engine needs a model (--joules-model / --model): a local checkpoint directory "
+            f"or an architecture name with random weights, one of: {', '.join(known_architectures())}"
+        )
+    kwargs = {_dtype_kwarg(transformers.__version__): getattr(torch, dtype)}
+    path = os.path.expanduser(str(name))
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise EngineUnavailable(f"hf engine: {path} is a directory without config.json, not a transformers checkpoint")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise EngineUnavailable(f"hf engine: cannot load the checkpoint at {path}: {exc}") from None
+        return model.to(device), os.path.abspath(path)
+    shape = lookup_shape(str(name))
+    if shape is None:
+        raise ConfigError(
+            f"hf engine: model {name!r} is neither a checkpoint directory nor a known architecture; "
+            f"known: {', '.join(known_architectures())}"
+        )
+    torch.manual_seed(int(spec.options.get("seed", 0)))  # the same random weights every time
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(build_config(shape), **kwargs)
+    return model, shape.name
+
+
+def create(spec: EngineSpec) -> HFEngine:
+    torch, transformers = _import()
+    device = _choose_device(torch, spec)
+    dtype = _dtype_name(spec, device.startswith("cuda"))
+    model, model_name = _load(spec, torch, transformers, device, dtype)
+    model.eval()
+    versions = {"transformers": transformers.__version__, "torch": torch.__version__}
+    return HFEngine(model, model_name, torch, device, dtype, versions, _default_meter(device))
+
+
+def probe() -> tuple[bool, str]:
+    """For `joules doctor`: installed? (cheap: package metadata, no import of torch)."""
+    from importlib import metadata
+
+    try:
+        versions = {p: metadata.version(p) for p in ("transformers", "torch")}
+    except metadata.PackageNotFoundError as exc:
+        return False, f"{exc.name} is not installed; {INSTALL_HINT}"
+    return True, f"transformers {versions['transformers']}, torch {versions['torch']} (CUDA when torch sees a GPU, else CPU)"
