@@ -127,3 +127,24 @@ def test_plot_writes_a_png(tmp_path, capsys):
     assert main(sweep(*SMALL, "--plot", str(png))) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote plot to {png}" in capsys.readouterr().out
+
+
+def test_meter_options_reach_the_meter(capsys):
+    # a 2 s minimum window makes the 64-token workload repeat inside each window
+    assert main(["sweep", "--n-in", "64", "--n-out", "64", "--rounds", "1", "--meter-option", "min_window_s=2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["results"][0]
+    assert row["rounds"][0]["reps"] > 1
+    assert row["rounds"][0]["seconds"] >= 2.0
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("bogus", "--meter-option takes KEY=VALUE"),
+        ("window=2", "unknown sim meter option(s) 'window'; it accepts min_window_s"),
+        ("min_window_s=soon", "sim meter min_window_s must be a non-negative number"),
+    ],
+)
+def test_bad_meter_options_exit_2_naming_them(option, message, capsys):
+    assert main(["sweep", "--n-in", "64", "--n-out", "64", "--meter-option", option]) == 2
+    assert message in capsys.readouterr().err

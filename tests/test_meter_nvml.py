@@ -400,6 +400,8 @@ def test_bad_options_are_config_errors():
         make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"min_window_s": "long"})
     with pytest.raises(ConfigError, match="devices must be"):
         make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"devices": "some"})
+    with pytest.raises(ConfigError, match="unknown nvml meter option.*'min_window'.*accepts min_window_s"):
+        make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"min_window": 2})
 
 
 def test_real_seam_reports_missing_library_here():

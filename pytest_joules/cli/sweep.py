@@ -82,6 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--engine", default="sim", help="registered engine name (default: sim)")
     p.add_argument("--meter", default=None, help="registered meter name (default: the engine's own, e.g. sim, nvml)")
+    p.add_argument("--meter-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="meter setting, repeatable (nvml: min_window_s, idle_s, devices=all; see docs/hardware.md)")
     p.add_argument("--model", default=None, help="architecture (sim: e.g. Llama-3.1-8B) or checkpoint/engine path")
     p.add_argument("--gpu", default=None, help="simulated GPU (sim only: H100-SXM, H100-PCIe, H200, A100-SXM-80GB)")
     p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's, bf16 for the sim)")
@@ -193,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import registry, results
     from ..engines.base import EngineSpec
-    from ..meters.base import MeterSpec
+    from ..meters.base import MeterSpec, parse_options
 
     spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=_engine_options(args))
     engine = registry.make_engine(spec)
@@ -201,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         model_name = engine.identity().get("model") or args.model or args.engine
         grid, notes = _grid(args, engine.max_positions, model_name)
-        meter = registry.make_meter(MeterSpec(args.meter or engine.default_meter), engine)
+        meter_options = parse_options(args.meter_option, "--meter-option")
+        meter = registry.make_meter(MeterSpec(args.meter or engine.default_meter, meter_options), engine)
         try:
             measurements = _measure_grid(engine, meter, args, grid, err_console)
         finally:

@@ -60,3 +60,28 @@ class Meter(Protocol):
 
     def close(self) -> None:
         """Release the meter's resources (NVML handles, sampling threads)."""
+
+
+def parse_options(items: list[str] | None, option: str) -> dict[str, Any]:
+    """Turn repeated ``KEY=VALUE`` strings (``--joules-meter-option min_window_s=2``) into a dict.
+
+    Numbers become int or float; anything else stays a string, for the meter to validate.
+    """
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{option} takes KEY=VALUE (e.g. min_window_s=2), got {item!r}")
+        raw = raw.strip()
+        value: Any = raw
+        for convert in (int, float):
+            try:
+                value = convert(raw)
+                break
+            except ValueError:
+                pass
+        options[key] = value
+    return options

@@ -353,7 +353,14 @@ class NvmlOptions:
     @classmethod
     def from_spec(cls, spec: MeterSpec) -> NvmlOptions:
         values: dict[str, Any] = {}
-        for name in ("min_window_s", "update_period_s", "sample_interval_s", "max_power_factor", "min_watts", "idle_s"):
+        numeric = ("min_window_s", "update_period_s", "sample_interval_s", "max_power_factor", "min_watts", "idle_s")
+        unknown = sorted(set(spec.options) - set(numeric) - {"devices"})
+        if unknown:
+            raise ConfigError(
+                f"unknown nvml meter option(s) {', '.join(map(repr, unknown))}; "
+                f"it accepts {', '.join(numeric)}, devices"
+            )
+        for name in numeric:
             if name in spec.options:
                 raw = spec.options[name]
                 try:
