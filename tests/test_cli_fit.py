@@ -171,7 +171,7 @@ def test_sweetspot_linear_and_simulated(capsys, results_file, tmp_path):
         ("n_in,n_out,energy_j\n64,64,-2\n", "line 2: energy_j must be positive"),
         ("n_in,n_out,j_per_out_token\n64,64,NaN\n", "line 2: j_per_out_token must be finite"),
         ("n_in,n_out,j_per_out_token\n64,64,1\n128,64,1\n64,64,1.1\n",
-         "2 distinct (n_in, n_out) points; the memflops model has 6 parameters"),
+         "2 distinct (n_in, n_out) points; the linear model has 3 parameters"),
         ("", "empty file"),
     ],
 )
@@ -184,6 +184,18 @@ def test_fit_bad_input_exits_2_with_one_line(capsys, tmp_path, text, message):
     assert err.count("\n") == 1
     assert err.startswith(f"joules fit: error: {path}: ")
     assert message in err
+
+
+def test_fit_all_fits_what_the_points_allow_and_notes_the_rest(capsys, tmp_path):
+    path = tmp_path / "four.csv"
+    path.write_text("n_in,n_out,j_per_out_token\n64,64,1\n128,64,1.5\n64,128,0.8\n128,128,1.1\n")
+    code, out, err = run_cli(capsys, "fit", path, "--json")
+    assert code == 0
+    assert [m["name"] for m in json.loads(out)["models"]] == ["linear"]
+    assert "not fitted: " in err and "the flops model has 5 parameters" in err and "the memflops model has 6" in err
+    # a model named explicitly is an error when the points cannot determine it
+    code, out, err = run_cli(capsys, "fit", path, "--model", "flops")
+    assert code == 2 and out == "" and "the flops model has 5 parameters" in err
 
 
 def test_fit_bad_model_choice_is_a_usage_error(capsys, csv_file):

@@ -45,16 +45,34 @@ def _sweet_spots(model: Any, n_in_values: list[int]) -> list[dict[str, Any]]:
     return spots
 
 
+def _fit(analytical: Any, data: Any, choice: str) -> list[Any]:
+    """Fit the chosen model, or with "all" every model the points can determine (the same rule
+    as `joules sweep`): a model with more parameters than distinct points is skipped with a note,
+    and only when none can be fitted is it an error."""
+    if choice != "all":
+        try:
+            return [analytical.fit(choice, data.points)]
+        except DataError as exc:
+            raise DataError(f"{data.path}: {exc}") from None
+    models, skipped = [], []
+    for name in analytical.MODEL_NAMES:
+        try:
+            models.append(analytical.fit(name, data.points))
+        except DataError as exc:
+            skipped.append(str(exc))
+    if not models:
+        raise DataError(f"{data.path}: {skipped[-1]}")
+    for reason in skipped:
+        print(f"joules fit: note: not fitted: {reason}", file=sys.stderr)
+    return models
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import analytical
     from ..points import read_points
 
     data = read_points(args.file)
-    names = analytical.MODEL_NAMES if args.model == "all" else (args.model,)
-    try:
-        models = analytical.fit_all(data.points, names)
-    except DataError as exc:
-        raise DataError(f"{data.path}: {exc}") from None
+    models = _fit(analytical, data, args.model)
     n_in_values = sorted({p.n_in for p in data.points})
     for note in data.notes:
         print(f"joules fit: note: {note}", file=sys.stderr)
