@@ -1,1 +1,117 @@
-"""pytest hooks of pytest-joules (being built: see the plugin issue)."""
+"""pytest hooks of pytest-joules (entry point `pytest11: joules`; `-p no:joules` turns it off).
+
+Nothing heavy is imported here or in any hook that runs without --joules: installing the plugin
+must not slow down anyone's ordinary pytest run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from . import marker, options
+from .fixtures import _joules_point, joules, joules_engine, joules_meter, trtllm_engine  # noqa: F401  (registers them)
+from .fixtures import SKIP_REASON
+
+WORKER_KEY = "pytest_joules"
+
+
+def _state(config: pytest.Config) -> Any:
+    from . import session
+
+    return session.get(config)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", marker.HELP)
+    opts = options.from_config(config)
+    if not opts.enabled:
+        return
+    from . import registry, session
+    from .errors import ConfigError
+
+    try:
+        registry.check_names(opts.engine, opts.meter)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[session.STASH] = session.JoulesSession(opts)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = _state(config)
+    if state is None:
+        return None
+    o = state.options
+    engine = o.engine + (" (SIMULATED)" if o.engine == "sim" else "")
+    model = f", model {o.model}" if o.model else ""
+    update = ", updating baselines" if o.update_baselines else ""
+    return f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}, baselines {o.baselines}{update}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    try:
+        marker.generate(metafunc)
+        return
+    except marker.MarkerError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside `except`, so no chained traceback is shown
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(marker.NAME) is not None and _state(item.config) is None:
+        pytest.skip(SKIP_REASON)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    if state is None:
+        return
+    state.close()
+    if _is_worker(session.config):
+        # xdist: ship this worker's measurements to the controller (see pytest_testnodedown)
+        payload = {"records": state.records, "model_path": state.model_path}
+        session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)
+        return
+    from .errors import JoulesError
+
+    if state.model_check() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    try:
+        state.write_json()
+    except JoulesError as exc:
+        state.json_error = str(exc)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect the measurements a worker took."""
+    state = _state(node.config)
+    data = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+    if state is None or not data:
+        return
+    payload = json.loads(data)
+    state.records.extend(payload.get("records", []))
+    state.records.sort(key=lambda r: (r.get("nodeid", ""), r.get("key", "")))  # workers finish in any order
+    state.model_path = state.model_path or payload.get("model_path")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = _state(config)
+    if state is None:
+        return
+    from .report.summary import write_summary
+
+    write_summary(terminalreporter, state)

@@ -1,0 +1,180 @@
+"""The `--joules-*` options: each is also an ini key (command line wins over ini).
+
+Parsing is strict and cheap (stdlib only): a bad value is a `pytest.UsageError` that names the
+option, the value and the fix, raised in pytest_configure before anything is collected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+#: (flag, kind, help); kind is "flag" (store_true), "value" or "path". The ini key is the flag
+#: without its dashes, with underscores ("joules_engine").
+FLAGS: list[tuple[str, str, str]] = [
+    ("--joules", "flag", "run the tests marked @pytest.mark.energy (skipped otherwise)"),
+    ("--joules-engine", "value", "engine that generates tokens: sim (default, the SIMULATED H100), hf, trtllm, ..."),
+    ("--joules-model", "value", "model for the engine: an architecture name (sim, hf) or a checkpoint/engine dir"),
+    ("--joules-meter", "value", "energy meter: sim, nvml, rapl, none (default: the engine's own choice)"),
+    ("--joules-gpu", "value", "GPU of the simulated device, e.g. H100-SXM, H200, A100 (sim only)"),
+    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ under the rootdir)"),
+    ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
+    ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
+    ("--joules-model-tolerance", "value", "fail the session when the fitted model's MAPE exceeds this, 0.1 or 10%%"),
+    ("--joules-rounds", "value", "measured rounds per test (default 3)"),
+    ("--joules-warmup", "value", "unmeasured warm-up runs per test (default 1)"),
+    ("--joules-seed", "value", "seed of the random prompts (and of the simulator's noise) (default 0)"),
+    ("--joules-json", "path", "write every measurement of the session to this results JSON"),
+    ("--joules-require-gpu", "flag", "fail, instead of skipping, when the engine or meter has no real GPU"),
+    ("--joules-sim-slowdown", "value", "make the simulated device this many times slower, e.g. 1.10 (demos a regression)"),
+]
+
+
+def ini_key(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def dest(flag: str) -> str:
+    return ini_key(flag)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("joules", "energy tests (pytest-joules)")
+    for flag, kind, help_text in FLAGS:
+        if kind == "flag":
+            group.addoption(flag, action="store_true", default=None, dest=dest(flag), help=help_text)
+        else:
+            metavar = "DIR" if flag == "--joules-baselines" else ("PATH" if kind == "path" else "VALUE")
+            group.addoption(flag, action="store", default=None, dest=dest(flag), metavar=metavar, help=help_text)
+        parser.addini(ini_key(flag), help_text.replace("%%", "%") + f" (same as {flag})", default="")
+
+
+@dataclass(frozen=True)
+class JoulesOptions:
+    enabled: bool = False
+    engine: str = "sim"
+    model: str | None = None
+    meter: str | None = None
+    gpu: str | None = None
+    baselines: Path = Path("baselines")
+    update_baselines: bool = False
+    tolerance: float = 0.05
+    model_tolerance: float | None = None
+    rounds: int = 3
+    warmup: int = 1
+    seed: int = 0
+    json: Path | None = None
+    require_gpu: bool = False
+    sim_slowdown: float | None = None
+
+
+def _fail(flag: str, value: Any, fix: str) -> pytest.UsageError:
+    return pytest.UsageError(f"{flag}: invalid value {value!r}: {fix}")
+
+
+def parse_fraction(flag: str, value: Any) -> float:
+    """`0.05` or `5%` -> 0.05; negative, non-numeric or a bare number >= 1 is a usage error."""
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise _fail(flag, value, "give a fraction like 0.05 or a percentage like 5%") from None
+    if not number >= 0 or number == float("inf"):  # also rejects NaN
+        raise _fail(flag, value, "the tolerance must be a non-negative finite number, like 0.05 or 5%")
+    if not text.endswith("%") and number >= 1:
+        # "5" almost certainly means 5%; reading it as 500% would silently open the gate
+        raise _fail(flag, value, f"write {text}% for {text} percent, or a fraction such as 0.05")
+    return number
+
+
+def parse_int(flag: str, value: Any, minimum: int) -> int:
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise _fail(flag, value, f"give {what}")
+    return number
+
+
+def parse_positive_float(flag: str, value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = float("nan")
+    if not (number > 0 and number != float("inf")):
+        raise _fail(flag, value, "give a number greater than 0, like 1.10")
+    return number
+
+
+def parse_bool(flag: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise _fail(flag, value, "give true or false")
+
+
+def parse_name(flag: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise _fail(flag, value, "give a name")
+    return text
+
+
+def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
+    """The option's value and the directory a relative path in it is relative to.
+
+    Command-line paths are relative to the invocation directory, ini paths to the ini file.
+    """
+    value = config.getoption(dest(flag), default=None)
+    if value is not None:
+        return value, Path(config.invocation_params.dir)
+    value = config.getini(ini_key(flag))
+    if value in ("", None):
+        return None, None
+    base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
+    return value, base
+
+
+def _path(value: Any, base: Path | None) -> Path:
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() or base is None else base / path
+
+
+def from_config(config: pytest.Config) -> JoulesOptions:
+    """Read and validate every option; raises pytest.UsageError on the first bad one."""
+    parsers: dict[str, Callable[[str, Any], Any]] = {
+        "--joules": parse_bool,
+        "--joules-engine": parse_name,
+        "--joules-model": parse_name,
+        "--joules-meter": parse_name,
+        "--joules-gpu": parse_name,
+        "--joules-update-baselines": parse_bool,
+        "--joules-tolerance": parse_fraction,
+        "--joules-model-tolerance": parse_fraction,
+        "--joules-rounds": lambda f, v: parse_int(f, v, 1),
+        "--joules-warmup": lambda f, v: parse_int(f, v, 0),
+        "--joules-seed": lambda f, v: parse_int(f, v, 0),
+        "--joules-require-gpu": parse_bool,
+        "--joules-sim-slowdown": parse_positive_float,
+    }
+    values: dict[str, Any] = {}
+    for flag, kind, _ in FLAGS:
+        raw, base = _raw(config, flag)
+        if raw is None:
+            continue
+        key = dest(flag).removeprefix("joules_") if flag != "--joules" else "enabled"
+        values[key] = _path(raw, base) if kind == "path" else parsers[flag](flag, raw)
+    if "baselines" not in values:
+        values["baselines"] = Path(config.rootpath) / "baselines"
+    return JoulesOptions(**values)

@@ -1,0 +1,329 @@
+"""Per-session state of the plugin, kept on `config.stash`.
+
+It holds the options, builds the engine and meter once (lazily, at the first energy test), looks
+baselines and model predictions up, records every measurement as a plain dict (so pytest-xdist
+workers can ship them to the controller), and at the end checks the session MAPE and writes
+--joules-json. Only imported when --joules is on; heavy modules are imported inside methods.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+
+from . import verdict as V
+from .errors import ConfigError, DataError, EngineUnavailable, JoulesError, MeterUnavailable
+from .options import JoulesOptions
+
+if TYPE_CHECKING:
+    from .baselines import BaselineStore
+    from .engines.base import Engine
+    from .measurement import Measurement
+    from .meters.base import Meter
+
+REFUSED = "refused"  # baseline file of another fingerprint
+ERROR = "error"  # baseline file unreadable
+
+
+@dataclass
+class Unavailable:
+    """Why the engine or meter could not be built: skip each test, or fail it (--joules-require-gpu)."""
+
+    message: str
+    fail: bool
+
+
+class _CannotBuild(Exception):
+    def __init__(self, message: str, fail: bool) -> None:
+        super().__init__(message)
+        self.fail = fail
+
+
+@dataclass
+class JoulesSession:
+    options: JoulesOptions
+    #: one dict per measurement: `results.measurement_to_dict` plus nodeid, key and what the
+    #: baseline store did; the summary, the MAPE check and --joules-json read only these
+    records: list[dict[str, Any]] = field(default_factory=list)
+    #: models file beside the baselines, when one was found (shipped from xdist workers too)
+    model_path: str | None = None
+    #: why --joules-json could not be written (shown in the summary)
+    json_error: str | None = None
+    _engine: Any = None
+    _meter: Any = None
+    _unavailable: Unavailable | None = None
+    _fingerprint: dict[str, Any] | None = None
+    _store: Any = None
+    _models: Any = None  # list[FittedModel] | None once loaded; False when there is no file
+    _model_error: str | None = None
+
+    # -- engine and meter ---------------------------------------------------------------------
+    def engine_spec(self) -> Any:
+        from .engines.base import EngineSpec
+
+        opts: dict[str, Any] = {"seed": self.options.seed}
+        if self.options.sim_slowdown is not None:
+            opts["slowdown"] = self.options.sim_slowdown
+        return EngineSpec(name=self.options.engine, model=self.options.model, gpu=self.options.gpu, options=opts)
+
+    def _raise_unavailable(self) -> NoReturn:
+        u = self._unavailable
+        assert u is not None
+        if u.fail:
+            pytest.fail(u.message, pytrace=False)
+        pytest.skip(u.message)
+
+    def devices(self) -> tuple[Engine, Meter]:
+        """The session's engine and meter, built at the first call; skips or fails when they can't be.
+
+        A failure to build is remembered, so every later test skips or fails the same way
+        without loading a model again.
+        """
+        if self._unavailable is None and self._engine is None:
+            try:
+                self._engine, self._meter = self._build()
+            except _CannotBuild as exc:
+                self._unavailable = Unavailable(str(exc), exc.fail or self.options.require_gpu)
+        if self._unavailable is not None:
+            self._raise_unavailable()  # outside `except`: no chained traceback in the report
+        return self._engine, self._meter
+
+    def _build(self) -> tuple[Engine, Meter]:
+        from . import registry
+        from .meters.base import MeterSpec
+
+        name = self.options.engine
+        try:
+            engine = registry.make_engine(self.engine_spec())
+        except (ModuleNotFoundError, EngineUnavailable) as exc:
+            raise _CannotBuild(f"engine {name!r} is not available: {exc}", fail=False) from None
+        except ConfigError as exc:
+            raise _CannotBuild(f"engine {name!r}: {exc}", fail=True) from None
+        try:
+            if self.options.sim_slowdown is not None and not engine.simulated:
+                raise _CannotBuild(f"--joules-sim-slowdown only applies to simulated engines, not {engine.kind!r}", fail=True)
+            meter_name = self.options.meter or engine.default_meter
+            try:
+                meter = registry.make_meter(MeterSpec(name=meter_name), engine)
+            except (ModuleNotFoundError, MeterUnavailable) as exc:
+                raise _CannotBuild(f"meter {meter_name!r} is not available: {exc}", fail=False) from None
+            except ConfigError as exc:
+                raise _CannotBuild(f"meter {meter_name!r}: {exc}", fail=True) from None
+            problem = self._not_a_gpu(engine, meter) if self.options.require_gpu else None
+            if problem:
+                meter.close()
+                raise _CannotBuild(f"--joules-require-gpu: {problem}", fail=True)
+        except _CannotBuild:
+            engine.close()
+            raise
+        return engine, meter
+
+    @staticmethod
+    def _not_a_gpu(engine: Engine, meter: Meter) -> str | None:
+        if engine.simulated:
+            return f"engine {engine.kind!r} is SIMULATED, not a real GPU"
+        if not engine.devices():
+            return f"engine {engine.kind!r} runs on no GPU"
+        if meter.name in ("none", "rapl", "sim") or meter.device_info().get("simulated"):
+            return f"meter {meter.name!r} does not read a GPU's energy"
+        return None
+
+    def close(self) -> None:
+        for thing in (self._meter, self._engine):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # closing must not hide the session's results
+                    pass
+        self._engine = self._meter = None
+
+    # -- baselines and models -----------------------------------------------------------------
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            from .fingerprint import fingerprint
+
+            engine, meter = self.devices()
+            self._fingerprint = fingerprint(engine.identity(), meter.device_info(), engine.simulated)
+        return self._fingerprint
+
+    @property
+    def store(self) -> BaselineStore:
+        if self._store is None:
+            from .baselines import BaselineStore
+
+            self._store = BaselineStore(self.options.baselines)
+        return self._store
+
+    def models(self) -> list[Any]:
+        """The fitted models beside the baselines ([] when there is no model file)."""
+        if self._models is None:
+            path = self.store.model_path_for(self.fingerprint)
+            if not path.exists():
+                self._models = []
+            else:
+                from .analytical import load_models
+
+                try:
+                    self._models = load_models(path)
+                    self.model_path = str(path)
+                except DataError as exc:
+                    self._models = []
+                    self._model_error = f"{exc}; fix it or fit it again with `joules fit ... --save {path}`"
+        return self._models
+
+    def model(self) -> Any:
+        """The model used for predictions (see `choose_model`)."""
+        return choose_model(self.models())
+
+    def report_model(self) -> Any:
+        """The model the summary shows: this process's, or under xdist the one a worker used."""
+        return choose_model(self.models_for_report())
+
+    # -- judging one measurement --------------------------------------------------------------
+    def judge(self, m: Measurement, key: str, tolerance: float | None, model_tolerance: float | None) -> tuple[list[str], dict[str, Any]]:
+        """Fill in the baseline, verdict and prediction of `m`; returns (failures, record extras)."""
+        tol = self.options.tolerance if tolerance is None else tolerance
+        failures: list[str] = []
+        extra: dict[str, Any] = {"key": key, "baseline_note": "", "baseline_updated": False, "extrapolated": False}
+        if m.dry_run:
+            m.verdict = V.Verdict(V.DRY_RUN, tolerance=tol, detail="dry run (meter 'none'): nothing measured")
+            return failures, extra
+        if not m.valid:
+            m.verdict = V.Verdict(V.INVALID, tolerance=tol, detail="no valid rounds: " + "; ".join(m.problems))
+            failures.append(f"{key}: no valid measurement: " + ("; ".join(m.problems) or "no rounds"))
+            return failures, extra
+        readable = self._compare(m, key, tol, failures, extra)
+        if readable and self.options.update_baselines:  # never write over a file we cannot read
+            self._record(m, key, failures, extra)
+        self._predict(m, extra, model_tolerance, failures)
+        return failures, extra
+
+    def _compare(self, m: Measurement, key: str, tol: float, failures: list[str], extra: dict[str, Any]) -> bool:
+        """Judge `m` against its baseline; False when the baseline file cannot be read."""
+        from .baselines import FingerprintMismatch
+
+        try:
+            found = self.store.lookup(self.fingerprint, key, m.workload)
+        except FingerprintMismatch as exc:
+            m.verdict = V.Verdict(REFUSED, current=m.j_per_out_token, tolerance=tol, detail=str(exc))
+            if self.options.update_baselines:
+                extra["baseline_note"] = "replaced baselines of another fingerprint"
+            else:
+                failures.append(str(exc))
+            return True
+        except DataError as exc:
+            m.verdict = V.Verdict(ERROR, current=m.j_per_out_token, tolerance=tol, detail=str(exc))
+            failures.append(f"baseline store: {exc}")
+            return False
+        m.baseline_rounds = list(found.entry.rounds) if found.entry else None
+        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol)
+        if found.note:  # recorded for another workload: not comparable
+            m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
+            extra["baseline_note"] = found.note
+        if m.verdict.failed and not self.options.update_baselines:
+            failures.append(f"{key}: energy " + m.verdict.message())
+        return True
+
+    def _record(self, m: Measurement, key: str, failures: list[str], extra: dict[str, Any]) -> None:
+        try:
+            self.store.record(self.fingerprint, key, m.workload, m.round_values, m.spread)
+            extra["baseline_updated"] = True
+        except DataError as exc:
+            failures.append(f"baseline store: {exc}")
+
+    def _predict(self, m: Measurement, extra: dict[str, Any], tolerance: float | None, failures: list[str]) -> None:
+        model = self.model()
+        if self._model_error:
+            failures.append(f"fitted model: {self._model_error}")
+            return
+        if model is None:
+            if tolerance is not None:
+                failures.append(
+                    f"{extra['key']}: model_tolerance is set but there is no fitted model at "
+                    f"{self.store.model_path_for(self.fingerprint)}; fit one with `joules fit RESULTS --save PATH`"
+                )
+            return
+        w = m.workload
+        m.prediction = float(model.predict(w.n_in, w.n_out))
+        m.model_name = model.name
+        extra["extrapolated"] = not model.in_range(w.n_in, w.n_out)
+        if tolerance is not None:
+            try:
+                m.assert_matches_model(tolerance)
+            except AssertionError as exc:
+                failures.append(str(exc))
+
+    # -- the session's results ----------------------------------------------------------------
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def mape(self) -> tuple[float | None, int]:
+        """MAPE of the model's predictions over the session (in-range points only), and their count."""
+        errors = [r["model_error"] for r in self.records if r.get("model_error") is not None and not r.get("extrapolated")]
+        return (statistics.fmean(errors) if errors else None), len(errors)
+
+    def model_check(self) -> str | None:
+        """The failing line of the --joules-model-tolerance session check, or None when it passes."""
+        tol = self.options.model_tolerance
+        if tol is None or not self.records:
+            return None
+        mape, count = self.mape()
+        if mape is None:
+            return (
+                f"--joules-model-tolerance {tol:.2%}: no measurement had a model prediction inside the "
+                "fitted range; fit a model with `joules fit` and keep it beside the baselines"
+            )
+        if mape > tol:
+            return f"--joules-model-tolerance: the session MAPE {mape:.2%} over {count} measurements exceeds {tol:.2%}"
+        return None
+
+    def write_json(self) -> None:
+        if self.options.json is None:
+            return
+        from .results import atomic_write_json, results_document
+
+        doc = results_document([], models=[m.to_dict() for m in self.models_for_report()])
+        if self.records:
+            first = self.records[0]
+            doc.update(simulated=any(r.get("simulated") for r in self.records), engine=first.get("engine", {}),
+                       device=first.get("device", {}), meter=first.get("meter"))
+        doc["results"] = self.records
+        mape, count = self.mape()
+        doc["session"] = {"mape": mape, "mape_points": count, "model_path": self.model_path,
+                          "model_check": self.model_check(), "baselines": str(self.options.baselines)}
+        try:
+            atomic_write_json(self.options.json, doc)
+        except OSError as exc:
+            raise JoulesError(f"--joules-json {self.options.json}: cannot write: {exc}") from None
+
+    def models_for_report(self) -> list[Any]:
+        """Models for the summary: loaded here, or (under xdist) from the path a worker found."""
+        if self._models:
+            return list(self._models)
+        if self.model_path:
+            from .analytical import load_models
+
+            try:
+                return load_models(self.model_path)
+            except DataError:
+                return []
+        return []
+
+
+def choose_model(models: list[Any]) -> Any:
+    """The lowest leave-one-out MAPE, the paper's models before the linear one; None for none."""
+    if not models:
+        return None
+    paper = [m for m in models if m.name != "linear"] or models
+    return min(paper, key=lambda m: (m.loo_mape if m.loo_mape is not None else m.mape))
+
+
+STASH: pytest.StashKey[JoulesSession] = pytest.StashKey()
+
+
+def get(config: pytest.Config) -> JoulesSession | None:
+    return config.stash.get(STASH, None)

@@ -1,0 +1,145 @@
+"""A fake engine and meter for the plugin's pytester tests, registered from a conftest.
+
+Energy per output token follows the paper's memory+FLOPs form exactly (plus a small seeded
+jitter), so a model file with `THETA` predicts it; `slowdown` scales it, and the meter's power
+limit comes from FAKE_POWER_LIMIT, so tests can change the device fingerprint. The model name
+"unavailable" makes it raise EngineUnavailable, as a real engine does without its GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from pytest_joules.engines.base import DeviceRef
+from pytest_joules.errors import EngineUnavailable
+from pytest_joules.hookspecs import hookimpl
+from pytest_joules.meters.base import MeterReading
+from pytest_joules.workload import EngineRun
+
+THETA = (0.02, 1e-6, 1e-5, 1e-4, 2e-5, 0.5)
+
+
+def j_per_token(n_in: int, n_out: int) -> float:
+    t0, t1, t2, t3, t4, t5 = THETA
+    n, m = n_in, n_out
+    return t0 + t1 * n * n / m + t2 * n + t3 * n / m + t4 * m + t5 / m
+
+
+class FakeEngine:
+    kind = "fake"
+    simulated = True
+    default_meter = "fake"
+    max_positions = 4096
+
+    def __init__(self, spec):
+        if spec.model == "unavailable":
+            raise EngineUnavailable("no CUDA device found")
+        self.model = spec.model or "fake-1"
+        self.slowdown = float(spec.options.get("slowdown", 1.0))
+        self._rng = random.Random(spec.options.get("seed", 0))
+        self.clock_s = 0.0
+        self.energy_j = 0.0
+
+    def identity(self):
+        return {"kind": "fake", "model": self.model, "dtype": "fp16", "version": "1.0"}
+
+    def run(self, workload):
+        tokens = workload.output_tokens
+        joules = j_per_token(workload.n_in, workload.n_out) * tokens * self.slowdown
+        joules *= 1 + self._rng.uniform(-0.002, 0.002)
+        seconds = joules / 500.0
+        self.clock_s += seconds
+        self.energy_j += joules
+        return EngineRun([workload.n_in] * workload.requests, [workload.n_out] * workload.requests, seconds)
+
+    def sync(self):
+        pass
+
+    def devices(self):
+        return [DeviceRef(index=0, name="FakeGPU")]
+
+    def close(self):
+        pass
+
+
+class FakeMeter:
+    name = "fake"
+    min_window_s = 0.0
+
+    def __init__(self, spec, engine):
+        self.engine = engine
+        self._start = None
+
+    def begin(self):
+        self._start = (self.engine.clock_s, self.engine.energy_j)
+
+    def end(self):
+        t0, e0 = self._start
+        return MeterReading({"fake0": self.engine.energy_j - e0}, self.engine.clock_s - t0)
+
+    def device_info(self):
+        return {"gpu": "FakeGPU 80GB", "power_limit_w": float(os.environ.get("FAKE_POWER_LIMIT", "700")),
+                "driver": "999.1", "simulated": True, "temperature_c": 40}
+
+    def close(self):
+        pass
+
+
+class FakePlugin:
+    @hookimpl
+    def joules_engines(self):
+        return {"fake": FakeEngine}
+
+    @hookimpl
+    def joules_meters(self):
+        return {"fake": FakeMeter}
+
+
+PLUGIN = FakePlugin()
+
+
+CONFTEST = """
+from pytest_joules import registry
+from tests.plugin_fake import PLUGIN
+
+registry.register(PLUGIN, name="plugin-fake")
+"""
+
+
+def preload() -> None:
+    """Import here what the plugin imports lazily: in-process pytester runs drop the modules an
+    inner run imported, and numpy cannot be imported twice in one process."""
+    import numpy  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import pytest_joules.analytical  # noqa: F401
+    import pytest_joules.report.summary  # noqa: F401
+
+
+# at import (collection), before any pytester snapshot of sys.modules is taken
+preload()
+
+
+def project(pytester, monkeypatch, **ini: str):
+    """A pytester project whose energy tests run on the fake engine (ini keys can override)."""
+    from pathlib import Path
+
+    from functools import lru_cache
+
+    from pytest_joules import registry
+
+    # a fresh plugin manager for this test: the fake registered by the inner runs' conftest
+    # must not outlive the test (other test modules list the registered engines)
+    monkeypatch.setattr(registry, "plugin_manager", lru_cache(maxsize=1)(registry.plugin_manager.__wrapped__))
+    root = str(Path(__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", root)  # subprocess runs import tests.plugin_fake too
+    monkeypatch.syspath_prepend(root)
+    monkeypatch.delenv("FAKE_POWER_LIMIT", raising=False)
+    pytester.makeconftest(CONFTEST)
+    # other plugins installed here cost time in every inner run and are not under test
+    keys = {"joules_engine": "fake", "addopts": "-p no:benchmark -p no:hypothesispytest -p no:anyio -p no:cacheprovider "
+                                      "-W ignore::pytest.PytestAssertRewriteWarning", **ini}
+    pytester.makeini("[pytest]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    return pytester
