@@ -20,6 +20,7 @@ import datetime as _dt
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,12 +121,25 @@ def results_document(measurements: Iterable[Measurement], models: list[dict[str,
     }
 
 
+def _file_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets what open() would give it
+    (mkstemp's private 0600 would hide committed baselines from the rest of a team)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON so that a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=False)
             fh.write("\n")

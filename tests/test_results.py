@@ -68,3 +68,21 @@ def test_atomic_write_leaves_the_old_file_when_serialisation_fails(tmp_path):
         atomic_write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["b.json"]  # no temp file left behind
+
+
+def test_atomic_write_gives_ordinary_permissions_and_keeps_existing_ones(tmp_path):
+    import os
+    import stat
+
+    old_mask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.json"
+        atomic_write_json(new, {})
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        atomic_write_json(kept, {"a": 1})
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old_mask)
