@@ -245,7 +245,7 @@ def test_sweetspot_bad_n_in_is_a_usage_error(capsys, tmp_path, value):
     with pytest.raises(SystemExit) as info:
         main(["sweetspot", str(tmp_path / "m.json"), "--n-in", value])
     assert info.value.code == 2
-    assert f"argument --n-in: must be a positive whole number of tokens, got '{value}'" in capsys.readouterr().err
+    assert f"argument --n-in: expected a positive whole number of tokens, got '{value}'" in capsys.readouterr().err
 
 
 # -- the installed console script --------------------------------------------------------------------

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from .argtypes import non_negative_int, positive_float, positive_int, seconds
 
 
 def _length_list(text: str) -> list[int]:
@@ -28,46 +29,6 @@ def _length_list(text: str) -> list[int]:
         if value not in values:
             values.append(value)
     return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -89,13 +50,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's, bf16 for the sim)")
     p.add_argument("--n-in", type=_length_list, required=True, metavar="LIST", help="input lengths, e.g. 64,128,256")
     p.add_argument("--n-out", type=_length_list, required=True, metavar="LIST", help="output lengths, e.g. 64,128,256")
-    p.add_argument("--requests", type=_positive_int, default=1, help="requests per workload (default 1; the paper uses 10-1000)")
-    p.add_argument("--max-batch-size", type=_positive_int, default=None, help="most requests in flight at once (default: the engine's)")
-    p.add_argument("--rounds", type=_positive_int, default=3, help="measured rounds per point (default 3)")
-    p.add_argument("--warmup", type=_non_negative_int, default=1, help="unmeasured runs before the rounds (default 1)")
-    p.add_argument("--min-window-s", type=_non_negative_float, default=None, help="shortest measurement window (default: the meter's)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of prompts and of the sim's noise (default 0)")
-    p.add_argument("--sim-slowdown", type=_positive_float, default=None, metavar="X", help="sim only: make every step X times slower (1.1 = a 10%% regression)")
+    p.add_argument("--requests", type=positive_int, default=1, help="requests per workload (default 1; the paper uses 10-1000)")
+    p.add_argument("--max-batch-size", type=positive_int, default=None, help="most requests in flight at once (default: the engine's)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="measured rounds per point (default 3)")
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs before the rounds (default 1)")
+    p.add_argument("--min-window-s", type=seconds, default=None, help="shortest measurement window (default: the meter's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of prompts and of the sim's noise (default 0)")
+    p.add_argument("--sim-slowdown", type=positive_float, default=None, metavar="X", help="sim only: make every step X times slower (1.1 = a 10%% regression)")
     p.add_argument("--skip-invalid", action="store_true", help="skip grid points beyond the model's positions instead of failing")
     p.add_argument("--out", metavar="results.json", help="write the results JSON (read by `joules fit` and `joules compare`)")
     p.add_argument("--plot", metavar="FILE.png", help="also write a figure: heatmap and efficiency curves with the fits (needs matplotlib)")

@@ -8,16 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number of tokens, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number of tokens, got {text!r}")
-    return value
+from .argtypes import tokens
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,7 +18,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Closed-form sweet spot n_out* = sqrt((θ1·n² + θ3·n + θ5)/θ4) of a fitted model.",
     )
     p.add_argument("model_file", metavar="MODEL.json", help="a file written by `joules fit --save` or `--json`")
-    p.add_argument("--n-in", dest="n_in", type=_positive_int, nargs="+", required=True, metavar="N",
+    p.add_argument("--n-in", dest="n_in", type=tokens, nargs="+", required=True, metavar="N",
                    help="input length(s) in tokens")
     p.add_argument("--model", metavar="NAME", help="which model, when the file holds several")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
