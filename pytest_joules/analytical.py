@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -41,6 +41,11 @@ TERMS: dict[str, tuple[str, ...]] = {
     "memflops": ("1", "n²/m", "n", "n/m", "m", "1/m"),
     "linear": ("n/m", "1", "1/m"),
 }
+
+#: the workload settings a model records about the points it was fitted on (see FittedModel.batching)
+BATCHING_KEYS = ("requests", "max_batch_size")
+#: a batching value when the fitted points disagreed
+MIXED = "mixed"
 
 #: a LOO shortcut step must clear the bounds by this much (relative) to be trusted; else refit
 _KKT_TOL = 1e-9
@@ -106,6 +111,10 @@ class FittedModel:
     n_points: int
     n_in_range: tuple[int, int]
     n_out_range: tuple[int, int]
+    #: requests / max_batch_size of the fitted points: a value, MIXED, or the key absent when
+    #: unknown (a CSV without the column, a file from before this field). Batching changes
+    #: J/out-token, so the plugin compares a measurement only with a model of its own batching.
+    batching: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -159,8 +168,27 @@ class FittedModel:
         inside = self.n_out_range[0] <= m_opt <= self.n_out_range[1]
         return SweetSpot(n_in, m_opt, e_min, None, inside)
 
+    def batching_label(self) -> str:
+        """"requests=16", "requests=16 max_batch_size=8", "requests=mixed"; "" when unknown."""
+        b = self.batching
+        parts = [f"{k}={b[k]}" for k in BATCHING_KEYS if k in b and not (k == "max_batch_size" and b[k] is None)]
+        return " ".join(parts)
+
+    def batching_mismatch(self, requests: int, max_batch_size: int | None) -> str | None:
+        """None when a workload of this batching may be compared with the model; else the model's label.
+
+        Unknown keys match anything (as before the field existed); MIXED matches nothing, since a
+        fit over several batchings predicts none of them.
+        """
+        wanted = {"requests": requests, "max_batch_size": max_batch_size}
+        for key, value in self.batching.items():
+            if value == MIXED or value != wanted[key]:
+                return self.batching_label() or f"{key}={value}"
+        return None
+
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        extra = {"batching": dict(self.batching)} if self.batching else {}
         return {
             "name": self.name,
             "theta": [float(v) for v in self.theta],
@@ -169,6 +197,7 @@ class FittedModel:
             "n_points": int(self.n_points),
             "n_in_range": [int(v) for v in self.n_in_range],
             "n_out_range": [int(v) for v in self.n_out_range],
+            **extra,
         }
 
     @classmethod
@@ -201,6 +230,7 @@ class FittedModel:
             n_points=int(n_points),
             n_in_range=_range(data["n_in_range"], "n_in_range", where),
             n_out_range=_range(data["n_out_range"], "n_out_range", where),
+            batching=_batching(data.get("batching"), where),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -242,6 +272,22 @@ def _fraction(value: Any, key: str, where: str) -> float:
     if not _is_finite_number(value) or value < 0:
         raise DataError(f"{where}{key!r} must be a non-negative number (a fraction), got {value!r}")
     return float(value)
+
+
+def _batching(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DataError(f"{where}'batching' must be an object like {{\"requests\": 16}}, got {value!r}")
+    unknown = sorted(set(value) - set(BATCHING_KEYS))
+    if unknown:
+        raise DataError(f"{where}'batching' has unknown key(s) {', '.join(unknown)}; known: {', '.join(BATCHING_KEYS)}")
+    for key, v in value.items():
+        ok = v == MIXED or (_is_int(v) and v > 0) or (v is None and key == "max_batch_size")
+        if not ok:
+            allowed = "a positive integer" + (", null" if key == "max_batch_size" else "") + f" or {MIXED!r}"
+            raise DataError(f"{where}'batching' {key}={v!r}: must be {allowed}")
+    return dict(value)
 
 
 def _range(value: Any, key: str, where: str) -> tuple[int, int]:
@@ -331,6 +377,9 @@ def _loo_residuals(a: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, int]:
     positive and every θ held at 0 keeps a gradient pushing it below 0: the KKT conditions), the
     leave-one-out fit is the unconstrained least squares on the free columns, whose residual is
     r_i / (1 - h_ii) (the hat-matrix identity). Every other point is refitted from scratch.
+    Where leaving point i out makes the model unidentifiable (the other lengths cannot tell two
+    θ apart), least squares has many minimisers and the held-out prediction is whichever NNLS
+    returns: such a LOO figure says "too few distinct lengths", not how well the model predicts.
     """
     k = a.shape[0]
     b = np.ones(k)
