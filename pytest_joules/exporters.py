@@ -7,10 +7,12 @@
 - Bencher Metric Format (https://bencher.dev/docs/reference/bencher-metric-format):
   {benchmark name: {measure slug: {"value", "lower_value"?, "upper_value"?}}}; measure slugs at
   most 64 characters, created on first use by `bencher run --adapter json`.
-- JUnit XML: (name, value) pairs for pytest's `record_property` / `item.user_properties`, which
-  the junitxml plugin writes as <property> elements of the test case. Per-test properties are
-  part of the xunit1 schema: under pytest's default `junit_family = xunit2` pytest still writes
-  them but warns that record_property is incompatible, so users who want them set xunit1.
+- JUnit XML: (name, value) pairs for `item.user_properties`, which pytest's junitxml plugin
+  writes as <property> elements of the test case (the plugin adds them to every measured test).
+  pytest writes them under both junit_family values (checked with pytest 9: tests/
+  test_plugin_gates.py), but per-test <properties> belong to the xunit1 schema only: a consumer
+  that validates against xunit2's XSD may reject the file, and pytest's own `record_property`
+  fixture warns under xunit2. Set `junit_family = xunit1` to get a file valid by its schema.
 - Markdown: a summary table, appended to the file named by $GITHUB_STEP_SUMMARY when it is set
   (GitHub renders that file on the run's summary page; every step appends to it).
 
@@ -22,6 +24,7 @@ exact and deterministic; with fewer than 6 rounds it is [min, max], which covers
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +117,14 @@ def export_rows(items: ResultsFile | Iterable[Measurement | ResultRow | ExportRo
     return out
 
 
+def rows_from_records(records: Iterable[Mapping[str, Any]]) -> list[ExportRow]:
+    """ExportRows from the plugin's per-measurement dicts (`results.measurement_to_dict` + extras)."""
+    from .results import _row
+
+    source = Path("<pytest session>")
+    return [_from_result(_row(source, i, dict(r)), bool(r.get("simulated"))) for i, r in enumerate(records)]
+
+
 def unexported(items: ResultsFile | Iterable[Any]) -> list[str]:
     """Names of the results that carry no valid J/token and so are left out of gab/bmf."""
     return [r.name for r in export_rows(items) if r.j_per_out_token is None]
@@ -200,7 +211,16 @@ def junit_properties(item: Measurement | ResultRow | ExportRow) -> list[tuple[st
     if r.verdict:
         props.append(("verdict", r.verdict))
     props.append(("simulated", str(r.simulated).lower()))
-    return [(JUNIT_PREFIX + k, v) for k, v in props]
+    return [(JUNIT_PREFIX + k, _plain(v)) for k, v in props]
+
+
+def _plain(value: Any) -> str | int | float:
+    """Builtin types only: xdist ships user_properties through execnet, which refuses numpy.float64."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
 
 
 # -- Markdown / GitHub step summary --------------------------------------------------------------

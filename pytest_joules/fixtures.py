@@ -112,10 +112,22 @@ class Joules:
         record = results.measurement_to_dict(m)
         record.update(extra, nodeid=nodeid, test=self._request.node.name)
         state.add(record)
+        self._junit_properties(m, key)
         self.measurements.append(m)
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
         return m
+
+    def _junit_properties(self, m: Measurement, key: str) -> None:
+        """Per-test <property> elements for --junitxml (also shipped from xdist workers in reports)."""
+        from .exporters import JUNIT_PREFIX, junit_properties
+
+        nodeid = self._request.node.nodeid
+        label = key[len(nodeid) + 2:] if key.startswith(nodeid + "::") else ""
+        for name, value in junit_properties(m):
+            if label:  # a second measurement of the test: joules_quarter-length_j_per_out_token
+                name = f"{JUNIT_PREFIX}{label}_{name[len(JUNIT_PREFIX):]}"
+            self._request.node.user_properties.append((name, value))
 
     def _check_fits(self, workload: Any, engine: Any) -> None:
         from .errors import ConfigError

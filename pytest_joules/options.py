@@ -7,9 +7,9 @@ option, the value and the fix, raised in pytest_configure before anything is col
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pytest
 
@@ -31,15 +31,24 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-json", "path", "write every measurement of the session to this results JSON"),
     ("--joules-require-gpu", "flag", "fail, instead of skipping, when the engine or meter has no real GPU"),
     ("--joules-sim-slowdown", "value", "make the simulated device this many times slower, e.g. 1.10 (demos a regression)"),
+    ("--joules-noisy-fails", "flag", "fail a test whose verdict is 'noisy' (rounds too spread to judge the tolerance)"),
+    ("--joules-meter-option", "list", "KEY=VALUE option of the meter, e.g. min_window_s=2 (repeatable; ini: one per line)"),
+    ("--joules-export-gab", "path", "write the session's results as github-action-benchmark customSmallerIsBetter JSON"),
+    ("--joules-export-bmf", "path", "write the session's results as Bencher Metric Format (BMF) JSON"),
+    ("--joules-no-step-summary", "flag", "do not append the Markdown summary to $GITHUB_STEP_SUMMARY"),
 ]
 
 
+#: ini keys that are not simply the flag's name (a list reads better in the plural)
+INI_NAMES = {"--joules-meter-option": "joules_meter_options"}
+
+
 def ini_key(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
+    return INI_NAMES.get(flag) or flag.lstrip("-").replace("-", "_")
 
 
 def dest(flag: str) -> str:
-    return ini_key(flag)
+    return flag.lstrip("-").replace("-", "_")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -47,6 +56,10 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, kind, help_text in FLAGS:
         if kind == "flag":
             group.addoption(flag, action="store_true", default=None, dest=dest(flag), help=help_text)
+        elif kind == "list":
+            group.addoption(flag, action="append", default=None, dest=dest(flag), metavar="KEY=VALUE", help=help_text)
+            parser.addini(ini_key(flag), help_text + f" (same as {flag})", type="linelist", default=[])
+            continue
         else:
             metavar = "DIR" if flag == "--joules-baselines" else ("PATH" if kind == "path" else "VALUE")
             group.addoption(flag, action="store", default=None, dest=dest(flag), metavar=metavar, help=help_text)
@@ -70,6 +83,11 @@ class JoulesOptions:
     json: Path | None = None
     require_gpu: bool = False
     sim_slowdown: float | None = None
+    noisy_fails: bool = False
+    meter_options: Mapping[str, Any] = field(default_factory=dict)
+    export_gab: Path | None = None
+    export_bmf: Path | None = None
+    no_step_summary: bool = False
 
 
 def _fail(flag: str, value: Any, fix: str) -> pytest.UsageError:
@@ -131,6 +149,17 @@ def parse_name(flag: str, value: Any) -> str:
     return text
 
 
+def parse_meter_options(flag: str, items: Any) -> dict[str, Any]:
+    """`KEY=VALUE` items (repeated flag or ini lines) -> the meter's options dict."""
+    from .errors import ConfigError
+    from .meters.base import parse_options
+
+    try:
+        return parse_options([str(i) for i in items], flag)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     """The option's value and the directory a relative path in it is relative to.
 
@@ -140,7 +169,7 @@ def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     if value is not None:
         return value, Path(config.invocation_params.dir)
     value = config.getini(ini_key(flag))
-    if value in ("", None):
+    if value in ("", None, []):
         return None, None
     base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
     return value, base
@@ -167,6 +196,9 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-seed": lambda f, v: parse_int(f, v, 0),
         "--joules-require-gpu": parse_bool,
         "--joules-sim-slowdown": parse_positive_float,
+        "--joules-noisy-fails": parse_bool,
+        "--joules-meter-option": parse_meter_options,
+        "--joules-no-step-summary": parse_bool,
     }
     values: dict[str, Any] = {}
     for flag, kind, _ in FLAGS:
@@ -174,6 +206,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         if raw is None:
             continue
         key = dest(flag).removeprefix("joules_") if flag != "--joules" else "enabled"
+        key = "meter_options" if key == "meter_option" else key
         values[key] = _path(raw, base) if kind == "path" else parsers[flag](flag, raw)
     if "baselines" not in values:
         values["baselines"] = Path(config.rootpath) / "baselines"

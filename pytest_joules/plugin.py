@@ -42,9 +42,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
     try:
         registry.check_names(opts.engine, opts.meter)
+        _check_workers(config, opts.engine)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[session.STASH] = session.JoulesSession(opts)
+    state = session.JoulesSession(opts)
+    if _is_worker(config):
+        state.worker = (config.workerinput["workerid"], int(config.workerinput["workercount"]))
+    config.stash[session.STASH] = state
+
+
+def _check_workers(config: pytest.Config, engine: str) -> None:
+    """xdist controller: refuse `-n N` with fewer GPUs than workers for an engine known to need one.
+
+    Other engines are checked in each worker once built (a plugin's engine may be simulated).
+    """
+    from . import workers
+
+    count = getattr(config.option, "numprocesses", None)
+    if _is_worker(config) or engine not in workers.GPU_ENGINES or not isinstance(count, int) or count < 1:
+        return
+    if getattr(config.option, "dist", "load") == "no":
+        return
+    visible = workers.visible_gpus()
+    if visible:  # with no GPU at all the engine runs elsewhere (CPU) or skips
+        workers.check_count(count, visible)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -55,7 +76,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     engine = o.engine + (" (SIMULATED)" if o.engine == "sim" else "")
     model = f", model {o.model}" if o.model else ""
     update = ", updating baselines" if o.update_baselines else ""
-    return f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}, baselines {o.baselines}{update}"
+    noisy = " (noisy verdicts fail)" if o.noisy_fails else ""
+    return f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}{noisy}, baselines {o.baselines}{update}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -91,8 +113,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.write_json()
     except JoulesError as exc:
         state.json_error = str(exc)
-        if session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    state.write_exports()  # the controller only: workers returned above
+    if (state.json_error or state.export_errors) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)

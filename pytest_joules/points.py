@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .analytical import Point
 from .errors import DataError
@@ -38,6 +39,13 @@ class PointsFile:
     simulated: bool = False
     skipped: int = 0  # results rows without a valid J/out-token
     notes: list[str] = field(default_factory=list)
+    #: requests / max_batch_size the points ran at: a value, "mixed", or the key absent (unknown)
+    batching: dict[str, Any] = field(default_factory=dict)
+
+
+def batching_of(settings: dict[str, set[Any]]) -> dict[str, Any]:
+    """{"requests": {16}, "max_batch_size": {None, 8}} -> {"requests": 16, "max_batch_size": "mixed"}."""
+    return {key: (next(iter(values)) if len(values) == 1 else "mixed") for key, values in settings.items() if values}
 
 
 def read_points(path: str | os.PathLike[str]) -> PointsFile:
@@ -67,6 +75,7 @@ def _from_csv(path: Path, text: str) -> PointsFile:
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     points: list[Point] = []
+    settings: dict[str, set[Any]] = {}
     for row in reader:
         if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
@@ -78,11 +87,18 @@ def _from_csv(path: Path, text: str) -> PointsFile:
         if len(row) != len(header):
             raise DataError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
         points.append(_csv_point(path, line, row, columns))
+        for key in ("requests", "max_batch_size"):
+            if key in columns:  # optional columns: without them the batching is unknown
+                cell = row[columns[key]].strip()
+                settings.setdefault(key, set()).add(_positive_int(cell, key, f"{path}: line {line}") if cell else None)
     if header is None:
         raise DataError(f"{path}: empty file; expected a CSV header 'n_in,n_out,j_per_out_token' and rows")
     if not points:
         raise DataError(f"{path}: header but no data rows")
-    return PointsFile(path=path, points=points)
+    batching = batching_of(settings)
+    mixed = [k for k, v in batching.items() if v == "mixed"]
+    notes = [f"rows mix {' and '.join(mixed)} values; batching changes J/out-token, fit one setting at a time"] if mixed else []
+    return PointsFile(path=path, points=points, notes=notes, batching=batching)
 
 
 def _columns(path: Path, line: int, header: list[str]) -> dict[str, int]:
@@ -100,7 +116,7 @@ def _columns(path: Path, line: int, header: list[str]) -> dict[str, int]:
     dupes = sorted({c for c in header if c and header.count(c) > 1})
     if dupes:
         raise DataError(f"{path}: line {line}: column(s) named twice: {', '.join(dupes)}")
-    return {c: header.index(c) for c in (*REQUIRED, *ENERGY_COLUMNS, "requests") if c in header}
+    return {c: header.index(c) for c in (*REQUIRED, *ENERGY_COLUMNS, "requests", "max_batch_size") if c in header}
 
 
 def _csv_point(path: Path, line: int, row: list[str], columns: dict[str, int]) -> Point:
@@ -170,4 +186,5 @@ def _from_results(path: Path) -> PointsFile:
         raise DataError(
             f"{path}: none of its {len(results.rows)} result(s) has a valid J/out-token; nothing to fit"
         )
-    return PointsFile(path=path, points=points, simulated=results.simulated, skipped=skipped, notes=notes)
+    batching = batching_of({"requests": {r for r, _ in settings}, "max_batch_size": {b for _, b in settings}})
+    return PointsFile(path=path, points=points, simulated=results.simulated, skipped=skipped, notes=notes, batching=batching)

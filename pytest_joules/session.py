@@ -59,6 +59,12 @@ class JoulesSession:
     _store: Any = None
     _models: Any = None  # list[FittedModel] | None once loaded; False when there is no file
     _model_error: str | None = None
+    #: under pytest-xdist: (worker id, number of workers); None on the controller or without xdist
+    worker: tuple[str, int] | None = None
+    #: why the summary or an exporter could not be written (shown in the summary)
+    export_errors: list[str] = field(default_factory=list)
+    #: the $GITHUB_STEP_SUMMARY file the Markdown summary was appended to
+    step_summary: str | None = None
 
     # -- engine and meter ---------------------------------------------------------------------
     def engine_spec(self) -> Any:
@@ -96,6 +102,7 @@ class JoulesSession:
         from .meters.base import MeterSpec
 
         name = self.options.engine
+        shared = self._pin_gpu()
         try:
             engine = registry.make_engine(self.engine_spec())
         except (ModuleNotFoundError, EngineUnavailable) as exc:
@@ -105,9 +112,11 @@ class JoulesSession:
         try:
             if self.options.sim_slowdown is not None and not engine.simulated:
                 raise _CannotBuild(f"--joules-sim-slowdown only applies to simulated engines, not {engine.kind!r}", fail=True)
+            if shared and not engine.simulated:
+                raise _CannotBuild(shared, fail=True)
             meter_name = self.options.meter or engine.default_meter
             try:
-                meter = registry.make_meter(MeterSpec(name=meter_name), engine)
+                meter = registry.make_meter(MeterSpec(name=meter_name, options=dict(self.options.meter_options)), engine)
             except (ModuleNotFoundError, MeterUnavailable) as exc:
                 raise _CannotBuild(f"meter {meter_name!r} is not available: {exc}", fail=False) from None
             except ConfigError as exc:
@@ -120,6 +129,30 @@ class JoulesSession:
             engine.close()
             raise
         return engine, meter
+
+    def _pin_gpu(self) -> str | None:
+        """Under xdist, give this worker its own GPU (CUDA_VISIBLE_DEVICES) before the engine is built.
+
+        Returns why workers would share a GPU when that can only be judged once the engine is
+        built (an engine that may be simulated); raises _CannotBuild for the known GPU engines.
+        """
+        if self.worker is None or self.options.engine == "sim":
+            return None
+        import os
+
+        from . import workers
+
+        visible = workers.visible_gpus()
+        if not visible:  # no GPU here at all: nothing to share (a CPU or simulated engine)
+            return None
+        worker_id, count = self.worker
+        try:
+            os.environ[workers.ENV] = workers.assign(worker_id, count, visible)
+        except ConfigError as exc:
+            if self.options.engine in workers.GPU_ENGINES:
+                raise _CannotBuild(str(exc), fail=True) from None
+            return str(exc)
+        return None
 
     @staticmethod
     def _not_a_gpu(engine: Engine, meter: Meter) -> str | None:
@@ -220,7 +253,7 @@ class JoulesSession:
             failures.append(f"baseline store: {exc}")
             return False
         m.baseline_rounds = list(found.entry.rounds) if found.entry else None
-        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol)
+        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, noisy_fails=self.options.noisy_fails)
         if found.note:  # recorded for another workload: not comparable
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             extra["baseline_note"] = found.note
@@ -248,6 +281,15 @@ class JoulesSession:
                 )
             return
         w = m.workload
+        other = model.batching_mismatch(w.requests, w.max_batch_size)
+        if other is not None:  # a model fitted at another batching does not predict this workload
+            extra["model_batching"] = other
+            if tolerance is not None:
+                failures.append(
+                    f"{extra['key']}: model_tolerance is set but the model was fitted at {other}, this test runs "
+                    f"{_batching(w)}; fit a model at this batching with `joules sweep` and `joules fit --save`"
+                )
+            return
         m.prediction = float(model.predict(w.n_in, w.n_out))
         m.model_name = model.name
         extra["extrapolated"] = not model.in_range(w.n_in, w.n_out)
@@ -300,6 +342,36 @@ class JoulesSession:
         except OSError as exc:
             raise JoulesError(f"--joules-json {self.options.json}: cannot write: {exc}") from None
 
+    def write_exports(self, environ: Any = None) -> list[str]:
+        """--joules-export-gab/-bmf and the $GITHUB_STEP_SUMMARY Markdown; returns what was written.
+
+        A failure is kept in `export_errors` (the summary shows it, the session fails) and the
+        other exports still run.
+        """
+        from . import exporters
+        from .results import atomic_write_json
+
+        written: list[str] = []
+        rows = exporters.rows_from_records(self.records)
+        for flag, path, build in (("--joules-export-gab", self.options.export_gab, exporters.gab_json),
+                                  ("--joules-export-bmf", self.options.export_bmf, exporters.bmf_json)):
+            if path is None:
+                continue
+            try:
+                atomic_write_json(path, build(rows))
+                written.append(str(path))
+            except OSError as exc:
+                self.export_errors.append(f"{flag} {path}: cannot write: {exc.strerror or exc}")
+        if not self.options.no_step_summary and self.records:
+            try:
+                target = exporters.append_step_summary(rows, environ=environ)
+                if target is not None:
+                    self.step_summary = str(target)
+                    written.append(str(target))
+            except DataError as exc:
+                self.export_errors.append(str(exc))
+        return written
+
     def models_for_report(self) -> list[Any]:
         """Models for the summary: loaded here, or (under xdist) from the path a worker found."""
         if self._models:
@@ -312,6 +384,16 @@ class JoulesSession:
             except DataError:
                 return []
         return []
+
+
+def _batching(w: Any) -> str:
+    return f"requests={w.requests}" + (f" max_batch_size={w.max_batch_size}" if w.max_batch_size is not None else "")
+
+
+def other_batching(records: list[dict[str, Any]]) -> tuple[str | None, int]:
+    """The model's batching and how many measurements were not compared because theirs differs."""
+    skipped = [r["model_batching"] for r in records if r.get("model_batching")]
+    return (skipped[0] if skipped else None), len(skipped)
 
 
 def choose_model(models: list[Any]) -> Any:

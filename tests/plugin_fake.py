@@ -3,7 +3,10 @@
 Energy per output token follows the paper's memory+FLOPs form exactly (plus a small seeded
 jitter), so a model file with `THETA` predicts it; `slowdown` scales it, and the meter's power
 limit comes from FAKE_POWER_LIMIT, so tests can change the device fingerprint. The model name
-"unavailable" makes it raise EngineUnavailable, as a real engine does without its GPU.
+"unavailable" makes it raise EngineUnavailable, as a real engine does without its GPU; the model
+name "real-gpu" makes it a non-simulated engine (for the xdist GPU assignment). FAKE_JITTER sets
+the relative noise of each run (default 0.002); the meter takes the option min_window_s and
+refuses any other, as real meters do.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import random
 
 from pytest_joules.engines.base import DeviceRef
-from pytest_joules.errors import EngineUnavailable
+from pytest_joules.errors import ConfigError, EngineUnavailable
 from pytest_joules.hookspecs import hookimpl
 from pytest_joules.meters.base import MeterReading
 from pytest_joules.workload import EngineRun
@@ -36,6 +39,9 @@ class FakeEngine:
         if spec.model == "unavailable":
             raise EngineUnavailable("no CUDA device found")
         self.model = spec.model or "fake-1"
+        if spec.model == "real-gpu":  # else the class attribute (which tests may patch)
+            self.simulated = False
+        self.jitter = float(os.environ.get("FAKE_JITTER", "0.002"))
         self.slowdown = float(spec.options.get("slowdown", 1.0))
         self._rng = random.Random(spec.options.get("seed", 0))
         self.clock_s = 0.0
@@ -47,7 +53,7 @@ class FakeEngine:
     def run(self, workload):
         tokens = workload.output_tokens
         joules = j_per_token(workload.n_in, workload.n_out) * tokens * self.slowdown
-        joules *= 1 + self._rng.uniform(-0.002, 0.002)
+        joules *= 1 + self._rng.uniform(-self.jitter, self.jitter)
         seconds = joules / 500.0
         self.clock_s += seconds
         self.energy_j += joules
@@ -68,6 +74,10 @@ class FakeMeter:
     min_window_s = 0.0
 
     def __init__(self, spec, engine):
+        unknown = sorted(set(spec.options) - {"min_window_s"})
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: min_window_s")
+        self.min_window_s = float(spec.options.get("min_window_s", 0.0))
         self.engine = engine
         self._start = None
 

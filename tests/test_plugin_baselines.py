@@ -162,18 +162,37 @@ def test_concurrent_xdist_workers_lose_no_baseline(pytester, monkeypatch):
     proj = project(pytester, monkeypatch)
     proj.makepyfile(
         test_many="""
+        import json
+        import os
+
         import pytest
 
         @pytest.mark.energy(n_in=[16, 32, 64, 128], n_out=[8, 16, 32])
-        def test_point(joules):
+        def test_point(joules, request):
             joules()
+            seen = request.config.rootpath / "seen"
+            seen.mkdir(exist_ok=True)
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            (seen / f"{worker}-{request.node.callspec.id}").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
         """
     )
+    # a simulated engine needs no GPU of its own: 2 workers with 1 visible GPU are fine
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    summary = proj.path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     result = proj.runpytest_subprocess("--joules", "--joules-update-baselines", "-n", "2",
-                                       "--joules-json", "out.json")
+                                       "--joules-json", "out.json", "--joules-export-gab", "gab.json",
+                                       "--junitxml", "junit.xml", "-o", "junit_family=xunit1")
     result.assert_outcomes(passed=12)
+    seen = list((proj.path / "seen").iterdir())
+    assert {p.name.split("-")[0] for p in seen} == {"gw0", "gw1"}  # really two workers
+    assert {p.read_text() for p in seen} == {"3"}  # left alone for a simulated engine
     entries = json.loads((proj.path / BASELINE).read_text())["entries"]
     assert len(entries) == 12
-    # the controller got every worker's measurements for the summary and the JSON
-    assert len(json.loads((proj.path / "out.json").read_text())["results"]) == 12
+    # the controller got every worker's measurements for the summary, the JSON and the exports
+    results = json.loads((proj.path / "out.json").read_text())["results"]
+    assert len(results) == 12
+    assert sorted(e["name"] for e in json.loads((proj.path / "gab.json").read_text())) == sorted(entries)
+    assert summary.read_text().count("### pytest-joules energy") == 1  # written once, by the controller
+    assert (proj.path / "junit.xml").read_text().count('name="joules_j_per_out_token"') == 12
     result.stdout.fnmatch_lines(["*baselines saved to baselines (12):*"])

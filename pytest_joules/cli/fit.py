@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -77,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
     for note in data.notes:
         print(f"joules fit: note: {note}", file=sys.stderr)
 
+    # batching changes J/out-token: the plugin compares only measurements of the same batching
+    models = [dataclasses.replace(m, batching=dict(data.batching)) for m in models]
     if args.save:
         analytical.save_models(args.save, models, simulated=data.simulated, source=str(data.path))
+        print(f"joules fit: {_batching_note(data.batching)}", file=sys.stderr)
     if args.plot:
         from ..report.plot import save_plot
 
@@ -108,6 +112,20 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         console.print(f"wrote plot to {args.plot}", soft_wrap=True)
     return 0
+
+
+def _batching_note(batching: dict[str, Any]) -> str:
+    """What --save recorded about the batching, so a user sees which tests the model will judge."""
+    mixed = [k for k, v in batching.items() if v == "mixed"]
+    if mixed:
+        return (f"note: the points mix {' and '.join(mixed)} values; the model records {mixed[0]}=mixed "
+                "and the plugin compares it with no test: fit one batching setting at a time")
+    if not batching:
+        return ("note: the points carry no requests/max_batch_size (add those CSV columns to record them); "
+                "the plugin compares the model with every test")
+    shown = " ".join(f"{k}={v}" for k, v in batching.items())
+    missing = [k for k in ("requests", "max_batch_size") if k not in batching]
+    return f"model fitted at {shown}" + (f" ({', '.join(missing)} unknown)" if missing else "") + "; the plugin compares it only with tests of the same batching"
 
 
 def _title(what: str, simulated: bool, path: Any) -> str:

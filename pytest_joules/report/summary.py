@@ -167,6 +167,13 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
         lines.append(text)
     else:
         lines.append(Text(f"no fitted model beside the baselines; `joules sweep` + `joules fit --save` make one", style="dim"))
+    from ..session import other_batching
+
+    fitted_at, skipped = other_batching(records)
+    if skipped:
+        tests = "test uses other batching and was" if skipped == 1 else "tests use other batching and were"
+        lines.append(Text(f"model fitted at {fitted_at}; {skipped} {tests} not compared "
+                          "(— in the model column)", style="yellow"))
     failing = state.model_check()
     if failing:
         lines.append(Text(failing, style="bold red"))
@@ -174,6 +181,13 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
         lines.append(Text(state.json_error, style="bold red"))
     elif state.options.json is not None:
         lines.append(Text(f"results written to {_shown_path(state.options.json)}", style="dim"))
+    for error in state.export_errors:
+        lines.append(Text(error, style="bold red"))
+    for flag, path in (("github-action-benchmark JSON", state.options.export_gab), ("Bencher BMF JSON", state.options.export_bmf)):
+        if path is not None and not any(str(path) in e for e in state.export_errors):
+            lines.append(Text(f"{flag} written to {_shown_path(path)}", style="dim"))
+    if state.step_summary:
+        lines.append(Text(f"Markdown summary appended to $GITHUB_STEP_SUMMARY ({_shown_path(state.step_summary)})", style="dim"))
     by = lambda *s: [r for r in records if _status(r) in s]  # noqa: E731
     lines += _lines("regressions", (r for r in by(V.REGRESSION) if not r.get("baseline_updated")), "bold red", _change)
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
