@@ -119,10 +119,10 @@ def export_rows(items: ResultsFile | Iterable[Measurement | ResultRow | ExportRo
 
 def rows_from_records(records: Iterable[Mapping[str, Any]]) -> list[ExportRow]:
     """ExportRows from the plugin's per-measurement dicts (`results.measurement_to_dict` + extras)."""
-    from .results import _row
+    from .results import row_from_dict
 
     source = Path("<pytest session>")
-    return [_from_result(_row(source, i, dict(r)), bool(r.get("simulated"))) for i, r in enumerate(records)]
+    return [_from_result(row_from_dict(source, i, dict(r)), bool(r.get("simulated"))) for i, r in enumerate(records)]
 
 
 def unexported(items: ResultsFile | Iterable[Any]) -> list[str]:

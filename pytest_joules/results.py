@@ -197,7 +197,8 @@ class ResultsFile:
     models: list[dict[str, Any]]
 
 
-def _row(path: Path, index: int, item: Any) -> ResultRow:
+def row_from_dict(path: Path, index: int, item: Any) -> ResultRow:
+    """One result of a results document (DataError naming `path` and the index when bad)."""
     where = f"{path}: results[{index}]"
     if not isinstance(item, dict):
         raise DataError(f"{where}: expected an object")
@@ -244,6 +245,6 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
         simulated=bool(data.get("simulated")),
         engine=data.get("engine") or {},
         device=data.get("device") or {},
-        rows=[_row(path, i, item) for i, item in enumerate(items)],
+        rows=[row_from_dict(path, i, item) for i, item in enumerate(items)],
         models=data.get("models") or [],
     )
