@@ -7,6 +7,8 @@ argument and are shown as collection errors.
 
 from __future__ import annotations
 
+import difflib
+
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -106,8 +108,10 @@ def parse(mark: Any, test: str) -> EnergySpec:
     kwargs = dict(mark.kwargs)
     unknown = sorted(set(kwargs) - set(KEYWORDS))
     if unknown:
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, KEYWORDS, n=1)) else u
+                 for u in unknown]
         raise MarkerError(
-            f"{test}: @pytest.mark.energy got unknown argument(s) {', '.join(unknown)}; "
+            f"{test}: @pytest.mark.energy got unknown argument(s) {', '.join(hints)}; "
             f"known: {', '.join(KEYWORDS)}"
         )
     for required in ("n_in", "n_out"):
