@@ -5,7 +5,8 @@ Registered by the plugin; their bodies import the measurement code only when a t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
@@ -147,7 +148,7 @@ def _joules_point(request: pytest.FixtureRequest) -> tuple[int, int] | None:
 
 
 @pytest.fixture
-def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None) -> Joules:
+def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None) -> Iterator[Joules]:
     """Measure this test's workload: `m = joules()` returns a Measurement (see `Joules`)."""
     state = _session(request.config)
     mark = request.node.get_closest_marker(_marker.NAME)
@@ -158,7 +159,15 @@ def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None
         # Known at setup: a workload the engine cannot hold is an error of this test's setup.
         engine, _ = state.devices()
         handle._check_fits(handle.workload(), engine)
-    return handle
+    yield handle
+    if spec is not None and not handle.measurements:
+        # A marked test that never measured passes with no energy figure at all: say so.
+        warnings.warn(
+            pytest.PytestWarning(
+                f"{request.node.nodeid} is marked @pytest.mark.energy but never called joules(): "
+                "nothing was measured or compared"
+            )
+        )
 
 
 @pytest.fixture(scope="session")

@@ -74,3 +74,18 @@ def test_the_examples_pass_out_of_the_box_and_fail_on_a_slowdown(pytester):
     result.assert_outcomes(failed=15)
     result.stdout.fnmatch_lines(["*regressions (15):*", "*examples/test_chat.py::test_chat_turn: baseline*delta +10.*"])
     assert {p: p.read_bytes() for p in (ROOT / "baselines").rglob("*.json")} == before
+
+
+def test_a_marked_test_that_never_measures_is_warned_about(proj):
+    proj.makepyfile(
+        test_forgot="""
+        import pytest
+
+        @pytest.mark.energy(n_in=256, n_out=64)
+        def test_forgot(joules):
+            pass
+        """
+    )
+    result = proj.runpytest("--joules", "test_forgot.py")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*test_forgot is marked @pytest.mark.energy but never called joules(): nothing was measured*"])
