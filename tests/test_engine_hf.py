@@ -166,7 +166,7 @@ def test_every_simulated_architecture_maps_to_a_config_of_its_shape():
 
     assert "Llama-3.2-1B" in hf.known_architectures()
     for name, arch in ARCHITECTURES.items():
-        cfg = hf.build_config(hf.lookup_shape(name))
+        cfg = hf.build_config(hf.lookup_architecture(name))
         assert cfg.num_hidden_layers == arch.layers and cfg.hidden_size == arch.hidden, name
         assert cfg.vocab_size == arch.vocab and cfg.num_attention_heads == arch.heads, name
 

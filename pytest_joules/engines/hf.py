@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
@@ -26,35 +25,14 @@ from .prompts import random_prompts
 if TYPE_CHECKING:
     import torch
 
+    from ..sim.architectures import Architecture
+
 INSTALL_HINT = "pip install 'pytest-joules[hf]' (transformers and torch)"
 
 _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
            "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
 _SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
-
-@dataclass(frozen=True)
-class Shape:
-    """What `from_config` needs; the sim's `Architecture` carries the same fields."""
-
-    name: str
-    family: str  # llama, qwen2, gemma2, falcon, granite, opt
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-    tied_embeddings: bool
-    max_positions: int
-
-
-#: tiny shapes for tests: seconds on a CPU (not real models)
-TINY = {
-    "tiny-llama": Shape("tiny-llama", "llama", 2, 64, 4, 2, 16, 128, 512, True, 512),
-    "tiny-llama-mha": Shape("tiny-llama-mha", "llama", 2, 64, 4, 4, 16, 128, 512, True, 512),
-}
 
 _FAMILIES = ("llama", "qwen2", "gemma-2", "falcon", "granite", "opt")
 
@@ -70,56 +48,47 @@ def _family(name: str) -> str:
 
 
 def known_architectures() -> list[str]:
-    names = list(TINY)
-    try:
-        from ..sim.architectures import known_architectures as sim_names
+    """The architectures the hf engine can build with random weights: the simulator's table."""
+    from ..sim.architectures import known_architectures as names
 
-        names += [n for n in sim_names() if n not in TINY]
-    except ImportError:  # the simulator is optional for this engine
-        pass
-    return names
+    return names()
 
 
-def lookup_shape(name: str) -> Shape | None:
-    """The shape of a named architecture, or None when the name is not one."""
-    for key, shape in TINY.items():
-        if key.lower() == name.strip().lower():
-            return shape
+def lookup_architecture(name: str) -> Architecture | None:
+    """The named architecture, or None when the name is not one."""
+    from ..sim.architectures import get_architecture
+
     try:
-        from ..sim.architectures import get_architecture
-    except ImportError:
-        return None
-    try:
-        arch = get_architecture(name)
+        return get_architecture(name)
     except ConfigError:
         return None
-    return Shape(arch.name, _family(arch.name), arch.layers, arch.hidden, arch.heads, arch.kv_heads,
-                 arch.head_dim, arch.ffn, arch.vocab, arch.tied_embeddings, arch.max_positions)
 
 
-def build_config(shape: Shape) -> Any:
-    """A transformers config of the shape's family (no download, no weights)."""
+def build_config(shape: Architecture) -> Any:
+    """A transformers config of the architecture's family (no download, no weights)."""
     import transformers as tf
+
+    family = _family(shape.name)
 
     common = dict(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
                   num_attention_heads=shape.heads, max_position_embeddings=shape.max_positions,
                   tie_word_embeddings=shape.tied_embeddings, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     gqa = dict(num_key_value_heads=shape.kv_heads, intermediate_size=shape.ffn)
-    if shape.family in ("llama", "granite"):
-        cls = tf.LlamaConfig if shape.family == "llama" else tf.GraniteConfig
+    if family in ("llama", "granite"):
+        cls = tf.LlamaConfig if family == "llama" else tf.GraniteConfig
         return cls(**common, **gqa, head_dim=shape.head_dim)
-    if shape.family == "qwen2":
+    if family == "qwen2":
         return tf.Qwen2Config(**common, **gqa)
-    if shape.family == "gemma2":
+    if family == "gemma2":
         return tf.Gemma2Config(**common, **gqa, head_dim=shape.head_dim)
-    if shape.family == "falcon":
+    if family == "falcon":
         common.pop("tie_word_embeddings")
         return tf.FalconConfig(**common, num_kv_heads=shape.kv_heads, multi_query=shape.kv_heads == 1,
                                new_decoder_architecture=False, parallel_attn=True, bias=False,
                                ffn_hidden_size=shape.ffn)
-    if shape.family == "opt":
+    if family == "opt":
         return tf.OPTConfig(**common, ffn_dim=shape.ffn, word_embed_proj_dim=shape.hidden)
-    raise ConfigError(f"hf engine: unsupported family {shape.family!r}")
+    raise ConfigError(f"hf engine: unsupported family {family!r}")
 
 
 def _dtype_name(spec: EngineSpec, cuda: bool) -> str:
@@ -304,7 +273,7 @@ def _load(spec: EngineSpec, torch: Any, transformers: Any, device: str, dtype: s
         except (OSError, ValueError) as exc:
             raise EngineUnavailable(f"hf engine: cannot load the checkpoint at {path}: {exc}") from None
         return model.to(device), os.path.abspath(path)
-    shape = lookup_shape(str(name))
+    shape = lookup_architecture(str(name))
     if shape is None:
         raise ConfigError(
             f"hf engine: model {name!r} is neither a checkpoint directory nor a known architecture; "

@@ -113,6 +113,9 @@ _ALL = [
     # Tiny shapes for fast tests (not real models): one GQA, one MHA of the same size.
     _arch("tiny-gqa", 2, 256, 8, 2, 1024, True, 1024, True, 2048, "test shape, not a real model"),
     _arch("tiny-mha", 2, 256, 8, 8, 1024, True, 1024, True, 2048, "test shape, not a real model"),
+    # small enough for the hf engine to generate with on a CPU in tests (milliseconds per token)
+    _arch("tiny-llama", 2, 64, 4, 2, 128, True, 512, True, 512, "test shape, not a real model"),
+    _arch("tiny-llama-mha", 2, 64, 4, 4, 128, True, 512, True, 512, "test shape, not a real model"),
 ]
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in _ALL}
