@@ -194,6 +194,16 @@ class BaselineStore:
         if not rounds:
             raise ValueError("no valid rounds to record")
         path = self.path_for(fp)
+        try:
+            return self._record(path, fp, key, workload, rounds, spread)
+        except OSError as exc:  # a directory that cannot be created or written: name it, no traceback
+            raise DataError(
+                f"cannot write baseline file {path}: {exc.strerror or exc}; make {path.parent} writable "
+                "or point --joules-baselines at a writable directory"
+            ) from None
+
+    def _record(self, path: Path, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float],
+                spread: float | None) -> Path:
         with _locked(path.parent):
             current = self._read(path)  # raises on a corrupted file: never overwrite it
             entries: dict[str, Any] = {}

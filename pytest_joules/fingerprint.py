@@ -17,6 +17,8 @@ DEVICE_FIELDS: dict[str, tuple[str, ...]] = {
     "driver": ("driver", "driver_version"),
     "cuda": ("cuda", "cuda_version", "cuda_driver_version"),
     "gpu_count": ("gpu_count", "count"),
+    # CPU meters (rapl) report no GPU: the CPU model keys their baselines instead
+    "cpu": ("cpu",),
 }
 ENGINE_FIELDS = ("kind", "version", "model", "dtype")
 
@@ -66,7 +68,7 @@ def slug(text: str) -> str:
 
 def device_slug(fp: Mapping[str, Any]) -> str:
     dev = fp.get("device", {})
-    name = slug(dev.get("gpu") or "unknown-device")
+    name = slug(dev.get("gpu") or dev.get("cpu") or "unknown-device")
     if dev.get("simulated") and "simulated" not in name:
         name += "-simulated"
     return name

@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .verdict import Verdict, judge
+from .verdict import Verdict, judge, parse_tolerance
 from .workload import Workload
 
 
@@ -127,21 +127,22 @@ class Measurement:
         return abs(now - self.prediction) / self.prediction
 
     # -- explicit assertions -----------------------------------------------------------------
-    def assert_no_regression(self, tolerance: float = 0.05) -> Verdict:
+    def assert_no_regression(self, tolerance: float | str = 0.05) -> Verdict:
         """Fail when J/output-token is more than `tolerance` above the baseline.
 
         With no baseline recorded the verdict is "new" and nothing fails; an invalid
         measurement always fails, since nothing can be concluded from it.
         """
         self._assert_valid()
-        verdict = judge(self.round_values, self.baseline_rounds, tolerance)
+        verdict = judge(self.round_values, self.baseline_rounds, parse_tolerance(tolerance))  # "5%" as the marker takes
         if verdict.failed:
             raise AssertionError(f"{self.name or self.workload.label()}: energy " + verdict.message())
         return verdict
 
-    def assert_matches_model(self, tolerance: float = 0.10) -> float:
+    def assert_matches_model(self, tolerance: float | str = 0.10) -> float:
         """Fail unless J/output-token is within `tolerance` (relative) of the model's prediction."""
         self._assert_valid()
+        tolerance = parse_tolerance(tolerance)  # 0.10 or "10%", as the marker takes
         if self.prediction is None:
             raise AssertionError(
                 f"{self.name or self.workload.label()}: no fitted model to compare with; "

@@ -207,7 +207,14 @@ def from_config(config: pytest.Config) -> JoulesOptions:
             continue
         key = dest(flag).removeprefix("joules_") if flag != "--joules" else "enabled"
         key = "meter_options" if key == "meter_option" else key
-        values[key] = _path(raw, base) if kind == "path" else parsers[flag](flag, raw)
+        try:
+            values[key] = _path(raw, base) if kind == "path" else parsers[flag](flag, raw)
+        except pytest.UsageError as exc:
+            if config.getoption(dest(flag), default=None) is not None:
+                raise
+            # the value came from the ini file: say where, or the user hunts for a flag they never typed
+            where = f" in {config.inipath}" if config.inipath else ""
+            raise pytest.UsageError(f"{exc} (set by the ini key {ini_key(flag)}{where})") from None
     if "baselines" not in values:
         values["baselines"] = Path(config.rootpath) / "baselines"
     return JoulesOptions(**values)

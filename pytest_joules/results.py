@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import numbers
 import os
 import stat
 import tempfile
@@ -217,9 +218,18 @@ def row_from_dict(path: Path, index: int, item: Any) -> ResultRow:
     value = item.get("j_per_out_token")
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0):
         raise DataError(f"{where}: j_per_out_token must be a positive number, got {value!r}")
+    raw_rounds = item.get("rounds") or []
+    if not isinstance(raw_rounds, list):
+        raise DataError(f"{where}: 'rounds' must be a list, got {type(raw_rounds).__name__}")
     rounds = []
-    for r in item.get("rounds") or []:
-        if isinstance(r, dict) and r.get("valid", True) and r.get("joules") and r.get("output_tokens"):
+    for j, r in enumerate(raw_rounds):
+        if not isinstance(r, dict):
+            raise DataError(f"{where}: rounds[{j}]: expected an object, got {r!r}")
+        for name in ("joules", "output_tokens"):  # an invalid round may hold a negative delta (counter reset)
+            v = r.get(name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)):
+                raise DataError(f"{where}: rounds[{j}]: {name} must be a number or null, got {v!r}")
+        if r.get("valid", True) and r.get("joules") and r.get("output_tokens"):
             rounds.append(float(r["joules"]) / float(r["output_tokens"]))
     return ResultRow(
         name=str(item.get("name") or workload.label()),
@@ -240,6 +250,9 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
     items = data.get("results")
     if not isinstance(items, list):
         raise DataError(f"{path}: 'results' must be a list")
+    for key in ("engine", "device"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise DataError(f"{path}: {key!r} must be an object, got {type(data[key]).__name__}")
     return ResultsFile(
         path=path,
         simulated=bool(data.get("simulated")),

@@ -93,6 +93,7 @@ def test_skip_invalid_measures_the_rest(tmp_path, capsys):
         (["--meter", "nope"], "unknown meter 'nope'"),
         (["--meter", "nvml"], ""),  # nvml with the sim engine: refused one way or another, never a traceback
         (["--engine", "hf", "--sim-slowdown", "1.1"], "--sim-slowdown applies to the sim engine only"),
+        (["--engine", "hf", "--gpu", "H200"], "--gpu picks the simulated GPU (sim engine only)"),  # not ignored
     ],
 )
 def test_bad_names_exit_2_with_one_line(args, message, capsys):
@@ -143,8 +144,21 @@ def test_meter_options_reach_the_meter(capsys):
         ("bogus", "--meter-option takes KEY=VALUE"),
         ("window=2", "unknown sim meter option(s) 'window'; it accepts min_window_s"),
         ("min_window_s=soon", "sim meter min_window_s must be a non-negative number"),
+        ("min_window_s=nan", "sim meter min_window_s must be a non-negative number"),  # never closes
+        ("min_window_s=inf", "sim meter min_window_s must be a non-negative number"),
     ],
 )
 def test_bad_meter_options_exit_2_naming_them(option, message, capsys):
     assert main(["sweep", "--n-in", "64", "--n-out", "64", "--meter-option", option]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unwritable_out_path_is_one_line_before_measuring(tmp_path, capsys):
+    (tmp_path / "blocked").write_text("a file, not a directory\n")
+    for out, message in ((tmp_path / "blocked" / "r.json", "blocked is a file, not a directory"),
+                         (tmp_path, "is a directory; give a file name")):
+        code = main(sweep("--n-in", "64", "--n-out", "64", "--rounds", "1", "--out", str(out)))
+        captured = capsys.readouterr()
+        assert code == 2
+        assert captured.err.startswith("joules sweep: error: --out ") and message in captured.err
+        assert "Traceback" not in captured.err and captured.out == ""  # refused before measuring

@@ -276,3 +276,6 @@ def test_none_meter_reads_wall_time_and_no_energy():
     assert meter.device_info()["meter"] == "none"
     with pytest.raises(ConfigError, match="min_window_s must be a number"):
         none.create(MeterSpec("none", {"min_window_s": "x"}), _Counting())
+    for bad in ("nan", "inf"):  # a NaN window never closes: 10,000 reps a round
+        with pytest.raises(ConfigError, match="min_window_s must be a finite number"):
+            none.create(MeterSpec("none", {"min_window_s": bad}), _Counting())

@@ -80,3 +80,11 @@ def test_assert_helpers_compare_with_baseline_and_model():
     assert m.assert_matches_model(0.10) == pytest.approx(0.05 / 1.05)
     with pytest.raises(AssertionError, match="from the memflops prediction"):
         m.assert_matches_model(0.01)
+    # percentages as the marker and --joules-tolerance take them
+    assert m.assert_matches_model("10%") == pytest.approx(0.05 / 1.05)
+    with pytest.raises(AssertionError, match="from the memflops prediction"):
+        m.assert_matches_model("1%")
+    with pytest.raises(AssertionError, match=r"delta \+11\.11%, tolerance 5\.00%"):
+        m.assert_no_regression("5%")
+    m.baseline_rounds = [1.0, 1.0, 1.0]
+    assert m.assert_no_regression("5%").status == "pass"

@@ -400,6 +400,9 @@ def test_bad_options_are_config_errors():
         make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"min_window_s": "long"})
     with pytest.raises(ConfigError, match="devices must be"):
         make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"devices": "some"})
+    for bad in ("nan", float("nan"), float("inf"), -1):  # a NaN window never closes: 10,000 reps a round
+        with pytest.raises(ConfigError, match="min_window_s must be a finite non-negative number"):
+            make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"min_window_s": bad})
     with pytest.raises(ConfigError, match="unknown nvml meter option.*'min_window'.*accepts min_window_s"):
         make([FakeGpu(GPU0)], [DeviceRef(uuid=GPU0)], options={"min_window": 2})
 

@@ -117,9 +117,29 @@ def test_probe_ok(tree):
 def test_bad_min_window(tree):
     with pytest.raises(ConfigError, match="min_window_s must be a number"):
         rapl.build(MeterSpec("rapl", {"root": str(tree[0]), "min_window_s": "x"}))
+    for bad in (float("nan"), float("inf"), -0.5):  # a NaN window never closes: 10,000 reps a round
+        with pytest.raises(ConfigError, match="min_window_s must be a finite non-negative number"):
+            rapl.build(MeterSpec("rapl", {"root": str(tree[0]), "min_window_s": bad}))
 
 
 def test_end_without_begin(tree):
     meter = rapl.build(MeterSpec("rapl", {"root": str(tree[0])}))
     with pytest.raises(RuntimeError, match="without begin"):
         meter.end()
+
+
+def test_the_cpu_model_keys_the_baseline_fingerprint(tree, monkeypatch):
+    """A rapl baseline recorded on one CPU must never be used on another (it reports no GPU)."""
+    from pytest_joules.baselines import BaselineStore
+    from pytest_joules.fingerprint import fingerprint
+
+    meter = rapl.build(MeterSpec("rapl", {"root": str(tree[0])}))
+    engine = {"kind": "hf", "model": "tiny-llama", "dtype": "fp32", "version": "t"}
+    prints = {}
+    for cpu in ("Intel(R) Xeon(R) Platinum 8480+", "AMD EPYC 9654 96-Core Processor"):
+        monkeypatch.setattr(rapl, "cpu_model", lambda cpu=cpu: cpu)
+        prints[cpu] = fingerprint(engine, meter.device_info(), False)
+    xeon, epyc = prints.values()
+    assert xeon != epyc and xeon["device"]["cpu"] == "Intel(R) Xeon(R) Platinum 8480+"
+    store = BaselineStore(tree[0] / "baselines")
+    assert store.path_for(xeon).parent.name == "intel-r-xeon-r-platinum-8480"

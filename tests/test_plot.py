@@ -129,6 +129,10 @@ def test_save_plot_errors(tmp_path):
         save_plot(tmp_path / "x.nope", points())
     with pytest.raises(ConfigError, match="cannot write plot .*missing/x.png"):
         save_plot(tmp_path / "missing" / "x.png", points())
+    for where in (tmp_path, tmp_path / "fit"):  # a directory, or no extension: matplotlib would write *.png elsewhere
+        with pytest.raises(ConfigError, match="cannot write plot .*give a file name with an extension"):
+            save_plot(where, points())
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / f"{tmp_path.name}.png").exists()
 
 
 def test_save_plot_without_matplotlib(tmp_path, monkeypatch):

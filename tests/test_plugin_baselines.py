@@ -102,6 +102,16 @@ def test_a_corrupted_baseline_file_is_an_error_naming_it_and_is_left_unchanged(p
     assert "INTERNALERROR" not in result.stdout.str()
 
 
+def test_an_unwritable_baselines_directory_fails_naming_it_without_a_traceback(proj):
+    (proj.path / "blocked").write_text("a file where the baselines directory should be\n")
+    result = proj.runpytest("--joules", "--joules-update-baselines", "--joules-baselines", "blocked")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*baseline store: cannot write baseline file *blocked*fake-fake-1.json: *"
+                                 "point --joules-baselines at a writable directory*"])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "pathlib.py" not in out and "never called joules()" not in out
+
+
 def test_a_baseline_from_another_device_is_refused_with_how_to_record_one(proj, monkeypatch):
     record(proj)
     before = (proj.path / BASELINE).read_bytes()

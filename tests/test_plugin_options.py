@@ -128,6 +128,9 @@ def test_bad_ini_value_is_a_usage_error_naming_the_option(pytester, monkeypatch)
     result = proj.runpytest("--joules")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--joules-rounds: invalid value 'many'*"])
+    assert "set by the ini key joules_rounds in " in result.stderr.str()  # where to fix it
+    result = proj.runpytest("--joules", "--joules-rounds", "0")  # the command line's own error names no ini key
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "ini key" not in result.stderr.str()
 
 
 def test_slowdown_on_a_real_engine_is_refused(pytester, monkeypatch):

@@ -89,3 +89,22 @@ def test_a_marked_test_that_never_measures_is_warned_about(proj):
     result = proj.runpytest("--joules", "test_forgot.py")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*test_forgot is marked @pytest.mark.energy but never called joules(): nothing was measured*"])
+
+
+def test_a_call_that_fails_is_not_reported_as_never_called(proj):
+    proj.makepyfile(
+        test_called="""
+        import pytest
+
+        @pytest.mark.energy(n_in=128, n_out=64)
+        def test_too_long(joules):
+            joules(n_in=200000)
+
+        @pytest.mark.energy(n_in=128, n_out=64)
+        def test_bad_override(joules):
+            joules(rounds=0)
+        """
+    )
+    result = proj.runpytest("--joules", "test_called.py")
+    result.assert_outcomes(failed=2)
+    assert "never called joules()" not in result.stdout.str()

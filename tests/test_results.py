@@ -46,6 +46,15 @@ def test_results_round_trip(tmp_path):
         (json.dumps({"schema": SCHEMA, "results": [{"n_in": 4}]}), r"results\[0\]: missing field 'n_out'"),
         (json.dumps({"schema": SCHEMA, "results": [{"n_in": 0, "n_out": 4}]}), r"results\[0\]: n_in must be a positive integer"),
         (json.dumps({"schema": SCHEMA, "results": [{"n_in": 4, "n_out": 4, "j_per_out_token": -1}]}), "j_per_out_token must be a positive number"),
+        # hand-edited or truncated rounds: one line, not a ValueError/AttributeError traceback
+        (json.dumps({"schema": SCHEMA, "results": [{"n_in": 4, "n_out": 4, "rounds": [{"joules": "12", "output_tokens": 4}]}]}),
+         r"results\[0\]: rounds\[0\]: joules must be a number or null, got '12'"),
+        (json.dumps({"schema": SCHEMA, "results": [{"n_in": 4, "n_out": 4, "rounds": [{"joules": 1.0, "output_tokens": "4"}]}]}),
+         r"results\[0\]: rounds\[0\]: output_tokens must be a number or null"),
+        (json.dumps({"schema": SCHEMA, "results": [{"n_in": 4, "n_out": 4, "rounds": [3.0]}]}), r"results\[0\]: rounds\[0\]: expected an object"),
+        (json.dumps({"schema": SCHEMA, "results": [{"n_in": 4, "n_out": 4, "rounds": "3.0"}]}), r"results\[0\]: 'rounds' must be a list"),
+        (json.dumps({"schema": SCHEMA, "device": "H100", "results": []}), "'device' must be an object, got str"),
+        (json.dumps({"schema": SCHEMA, "engine": ["sim"], "results": []}), "'engine' must be an object, got list"),
     ],
 )
 def test_bad_results_files_name_the_file_and_problem(tmp_path, content, fragment):

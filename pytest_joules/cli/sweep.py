@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .argtypes import non_negative_int, positive_float, positive_int, seconds
 
 
@@ -72,6 +73,9 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
         return options
     if args.sim_slowdown is not None:
         raise ConfigError(f"--sim-slowdown applies to the sim engine only, not to --engine {args.engine}")
+    if args.gpu is not None:
+        raise ConfigError(f"--gpu picks the simulated GPU (sim engine only), not one for --engine {args.engine}; "
+                          "choose a real GPU with CUDA_VISIBLE_DEVICES")
     return {}
 
 
@@ -151,6 +155,24 @@ def _results_table(measurements: list[Any], title: str) -> Any:
     return table
 
 
+def _check_writable(out: str) -> None:
+    """DataError naming --out when the results file could not be written there."""
+    from pathlib import Path
+
+    path = Path(out)
+    try:
+        if path.is_dir():
+            raise DataError(f"--out {out}: is a directory; give a file name such as {path / 'results.json'}")
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise DataError(f"--out {out}: cannot write the results: {blocking} is a file, not a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise DataError(f"--out {out}: cannot write the results: {path.parent} is not writable")
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write the results: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -158,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engines.base import EngineSpec
     from ..meters.base import MeterSpec, parse_options
 
+    if args.out:
+        _check_writable(args.out)  # before a sweep that may take hours, not after it
     spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=_engine_options(args))
     engine = registry.make_engine(spec)
     err_console = Console(stderr=True)
@@ -187,7 +211,10 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{len(bad)} point(s) without a valid measurement: {', '.join(bad)}")
 
     if args.out:
-        results.write_results(args.out, measurements, models=[m.to_dict() for m in models])
+        try:
+            results.write_results(args.out, measurements, models=[m.to_dict() for m in models])
+        except OSError as exc:
+            raise DataError(f"--out {args.out}: cannot write the results: {exc.strerror or exc}") from None
     prefix = "SIMULATED " if simulated else ""
     where = f"{model_name} on {device.get('gpu') or device.get('name') or ', '.join(gpus) or engine.kind}"
     setting = f"requests={args.requests}, max_batch_size={args.max_batch_size or 'engine default'}"

@@ -50,4 +50,6 @@ def create(spec: MeterSpec, engine: Engine) -> NoneMeter:
         raise ConfigError(
             f"meter 'none': min_window_s must be a number of seconds, got {spec.options['min_window_s']!r}"
         ) from None
+    if min_window_s != min_window_s or min_window_s == float("inf"):  # a NaN or endless window never closes
+        raise ConfigError(f"meter 'none': min_window_s must be a finite number of seconds, got {spec.options['min_window_s']!r}")
     return NoneMeter(max(min_window_s, 0.0))

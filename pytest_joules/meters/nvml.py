@@ -367,8 +367,8 @@ class NvmlOptions:
                     values[name] = float(raw)
                 except (TypeError, ValueError):
                     raise ConfigError(f"nvml meter option {name} must be a number, got {raw!r}") from None
-                if values[name] < 0:
-                    raise ConfigError(f"nvml meter option {name} must not be negative, got {raw!r}")
+                if not 0 <= values[name] < float("inf"):  # NaN too: a NaN window never closes
+                    raise ConfigError(f"nvml meter option {name} must be a finite non-negative number, got {raw!r}")
         if values.get("sample_interval_s", 1.0) <= 0:
             raise ConfigError("nvml meter option sample_interval_s must be positive")
         devices = spec.options.get("devices", "engine")

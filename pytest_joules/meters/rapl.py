@@ -168,6 +168,8 @@ def build(spec: MeterSpec, clock: Callable[[], float] = time.perf_counter) -> Ra
         min_window_s = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"rapl meter option min_window_s must be a number, got {raw!r}") from None
+    if not 0 <= min_window_s < float("inf"):  # NaN too: a NaN window never closes
+        raise ConfigError(f"rapl meter option min_window_s must be a finite non-negative number of seconds, got {raw!r}")
     zones = find_zones(root)
     for zone in zones:
         read_energy_uj(zone)  # fail now, with the fix, rather than in the first window

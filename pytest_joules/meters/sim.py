@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import ConfigError
@@ -58,6 +59,6 @@ def create(spec: MeterSpec, engine: Any) -> SimMeter:
     if unknown:
         raise ConfigError(f"unknown sim meter option(s) {', '.join(map(repr, unknown))}; it accepts {', '.join(OPTIONS)}")
     window = options.get("min_window_s", 0.0)
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or window < 0:
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window < math.inf:  # NaN too
         raise ConfigError(f"sim meter min_window_s must be a non-negative number of seconds, got {window!r}")
     return SimMeter(device, float(window))

@@ -38,6 +38,9 @@ def save_plot(
     points = list(points)
     if not points:
         raise ConfigError("nothing to plot: no points")
+    if Path(path).is_dir() or not Path(path).suffix:
+        # matplotlib would quietly write PATH.png instead, and the report would name a file that is not there
+        raise ConfigError(f"cannot write plot {path}: give a file name with an extension, such as {Path(path).name or 'plot'}.png")
     Figure, FigureCanvasAgg = _matplotlib()  # the Agg canvas directly: no pyplot, no global backend
     fig = Figure(figsize=(14, 6), layout="constrained")
     FigureCanvasAgg(fig)
