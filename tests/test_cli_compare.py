@@ -155,8 +155,9 @@ def test_repeated_names_are_matched_in_order(files, capsys):
 def test_invalid_new_results_are_reported_invalid(files, capsys):
     old, new = files([make("test_a", 1.0)], [make("test_a", 1.0, valid=False)])
     code, out, _ = compare(capsys, old, new, "--fail")
-    assert code == 0
+    assert code == 1  # a gate must not pass on a run that measured nothing valid
     assert "invalid" in out and "no valid rounds in" in out
+    assert compare(capsys, old, new)[0] == 0  # without --fail it only reports
 
 
 def test_test_ids_with_brackets_are_printed_verbatim(files, capsys):

@@ -9,8 +9,8 @@ CUDA, GPU count, simulated; see fingerprint.py) are refused unless --allow-diffe
 energy per token on another device is not a regression. Engine differences (a new engine
 version is what users A/B) are compared and noted.
 
-Exit status: 1 with `--fail` when any result regressed (or was noisy, with `--noisy-fails`);
-0 otherwise; 2 on bad input (one line on stderr).
+Exit status: 1 with `--fail` when any result regressed, or has no valid rounds in NEW (or was
+noisy, with `--noisy-fails`); 0 otherwise; 2 on bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class CompareReport:
 
     @property
     def failed(self) -> bool:
-        return any(m.verdict.failed for m in self.matches)
+        # INVALID fails too, as in the plugin: a new run with no valid reading (a broken meter,
+        # a counter reset) proves nothing, and a gate must not pass on it
+        return any(m.verdict.failed or m.verdict.status == INVALID for m in self.matches)
 
 
 def _tolerance_arg(text: str) -> float:
@@ -80,7 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("old", metavar="OLD.json", help="the reference results (e.g. from the main branch)")
     p.add_argument("new", metavar="NEW.json", help="the results to judge")
-    p.add_argument("--fail", action="store_true", help="exit 1 when any result regressed")
+    p.add_argument("--fail", action="store_true", help="exit 1 when any result regressed or has no valid reading")
     p.add_argument(
         "--tolerance", type=_tolerance_arg, default=None, metavar="T",
         help="allowed relative change, 0.05 or 5%% (default: each result's recorded tolerance, else 5%%)",
