@@ -20,19 +20,30 @@ if TYPE_CHECKING:
 MAX_REPS = 10_000
 
 
+def _close_quietly(meter: Meter) -> None:
+    try:
+        meter.end()
+    except Exception:  # the window is being abandoned: its reading, good or bad, is not used
+        pass
+
+
 def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: float) -> Round:
     engine.sync()
     meter.begin()
     runs: list[EngineRun] = []
     elapsed = 0.0
-    while True:
-        run = engine.run(workload)
-        run.verify(workload, engine.kind)
-        runs.append(run)
-        elapsed += run.seconds
-        if elapsed >= min_window_s or len(runs) >= MAX_REPS:
-            break
-    engine.sync()
+    try:
+        while True:
+            run = engine.run(workload)
+            run.verify(workload, engine.kind)
+            runs.append(run)
+            elapsed += run.seconds
+            if elapsed >= min_window_s or len(runs) >= MAX_REPS:
+                break
+        engine.sync()
+    except BaseException:
+        _close_quietly(meter)  # stop the window (and any sampling thread); the error is what matters
+        raise
     reading = meter.end()
     phases: dict[str, float] = {}
     for run in runs:

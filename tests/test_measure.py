@@ -88,3 +88,11 @@ def test_assert_helpers_compare_with_baseline_and_model():
         m.assert_no_regression("5%")
     m.baseline_rounds = [1.0, 1.0, 1.0]
     assert m.assert_no_regression("5%").status == "pass"
+
+
+def test_a_failing_run_closes_the_window_it_opened():
+    engine = FakeEngine(short_by=1)
+    meter = FakeMeter(engine)
+    with pytest.raises(WorkloadMismatch):
+        measure(engine, meter, Workload(8, 4), warmup=0)
+    assert meter._start is None  # end() was called: no window (or sampling thread) left open
