@@ -56,12 +56,35 @@ def test_delta_over_package_zones_only(tree):
 def test_wraparound_adds_the_range_back_once(tree):
     root, p0, _ = tree
     (p0 / "energy_uj").write_text(f"{MAX - 2_000_000}\n")
-    meter = rapl.build(MeterSpec("rapl", {"root": str(root)}))
+    clock = Clock()
+    meter = rapl.build(MeterSpec("rapl", {"root": str(root)}), clock=clock)
     meter.begin()
     (p0 / "energy_uj").write_text("3000000\n")
+    clock.t = 1.0
     r = meter.end()
     assert r.joules["package-0"] == pytest.approx(5.0)
     assert r.info["wrapped"] == ["package-0"]
+
+
+def test_a_counter_reset_read_as_a_wrap_is_implausible_not_a_result(tree):
+    root, p0, _ = tree
+    (p0 / "energy_uj").write_text("50000000\n")
+    clock = Clock()
+    meter = rapl.build(MeterSpec("rapl", {"root": str(root)}), clock=clock)
+    meter.begin()
+    (p0 / "energy_uj").write_text("1000\n")  # reset to near zero: looks like a wrap of ~262 kJ
+    clock.t = 1.0
+    r = meter.end()
+    assert not r.valid
+    assert any("package-0: implausible" in p and "counter was probably reset" in p for p in r.problems)
+
+
+def test_bad_max_watts_and_unknown_options(tree):
+    for bad in ("x", 0, float("nan")):
+        with pytest.raises(ConfigError, match="max_watts must be a"):
+            rapl.build(MeterSpec("rapl", {"root": str(tree[0]), "max_watts": bad}))
+    with pytest.raises(ConfigError, match="unknown rapl meter option.*'window'"):
+        rapl.build(MeterSpec("rapl", {"root": str(tree[0]), "window": 2}))
 
 
 def test_delta_uj_without_a_range_is_unknown():

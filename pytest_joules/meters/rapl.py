@@ -99,13 +99,19 @@ def delta_uj(start: int, end: int, max_range_uj: int) -> int | None:
     return end + max_range_uj - start
 
 
+#: per package: above any shipping server CPU's TDP (about 500 W in 2026) with margin
+MAX_PACKAGE_WATTS = 1000.0
+
+
 class RaplMeter:
     name = "rapl"
 
-    def __init__(self, zones: list[Zone], min_window_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, zones: list[Zone], min_window_s: float, clock: Callable[[], float] = time.perf_counter,
+                 max_watts: float = MAX_PACKAGE_WATTS) -> None:
         self._zones = zones
         self._clock = clock
         self.min_window_s = min_window_s
+        self.max_watts = max_watts
         self._start: dict[str, int] | None = None
         self._t0 = 0.0
 
@@ -132,6 +138,12 @@ class RaplMeter:
             if d == 0:
                 problems.append(
                     f"{zone.label}: zero energy in a {seconds:.3f} s window; the counter did not move"
+                )
+            elif seconds > 0 and d / 1e6 / seconds > self.max_watts:
+                # a counter reset (or a second wrap) reads like one wraparound: a huge delta
+                problems.append(
+                    f"{zone.label}: implausible {d / 1e6 / seconds:.0f} W average over {seconds:.3f} s "
+                    f"(above max_watts={self.max_watts:g}); the counter was probably reset"
                 )
             joules[zone.label] = d / 1e6
         self._start = None
@@ -170,10 +182,20 @@ def build(spec: MeterSpec, clock: Callable[[], float] = time.perf_counter) -> Ra
         raise ConfigError(f"rapl meter option min_window_s must be a number, got {raw!r}") from None
     if not 0 <= min_window_s < float("inf"):  # NaN too: a NaN window never closes
         raise ConfigError(f"rapl meter option min_window_s must be a finite non-negative number of seconds, got {raw!r}")
+    raw = spec.options.get("max_watts", MAX_PACKAGE_WATTS)
+    try:
+        max_watts = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"rapl meter option max_watts must be a number, got {raw!r}") from None
+    if not 0 < max_watts < float("inf"):
+        raise ConfigError(f"rapl meter option max_watts must be a finite positive number of watts, got {raw!r}")
+    unknown = sorted(set(spec.options) - {"root", "min_window_s", "max_watts"})
+    if unknown:
+        raise ConfigError(f"unknown rapl meter option(s) {', '.join(map(repr, unknown))}; it accepts root, min_window_s, max_watts")
     zones = find_zones(root)
     for zone in zones:
         read_energy_uj(zone)  # fail now, with the fix, rather than in the first window
-    return RaplMeter(zones, min_window_s, clock)
+    return RaplMeter(zones, min_window_s, clock, max_watts)
 
 
 def create(spec: MeterSpec, engine: Engine) -> RaplMeter:
