@@ -121,6 +121,11 @@ class JoulesSession:
                 raise _CannotBuild(f"meter {meter_name!r} is not available: {exc}", fail=False) from None
             except ConfigError as exc:
                 raise _CannotBuild(f"meter {meter_name!r}: {exc}", fail=True) from None
+            if meter.name == "rapl" and self.worker is not None and self.worker[1] > 1:
+                meter.close()
+                raise _CannotBuild(
+                    f"meter 'rapl' reads the whole CPU package: with {self.worker[1]} pytest-xdist workers "
+                    "each would count the others' energy; run the energy tests without -n", fail=True)
             problem = self._not_a_gpu(engine, meter) if self.options.require_gpu else None
             if problem:
                 meter.close()

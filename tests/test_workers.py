@@ -168,3 +168,29 @@ def test_a_known_gpu_engine_is_refused_before_any_worker_starts(proj, monkeypatc
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*-n 4 with 2 visible GPUs: energy tests need one GPU per worker; "
                                  "use -n 2 or fewer, or run energy tests without xdist*"])
+
+
+def _rapl_tree(root):
+    zone = root / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    return root
+
+
+@pytest.mark.parametrize("worker, refused", [(("gw0", 2), True), (("gw0", 1), False), (None, False)])
+def test_rapl_is_refused_when_several_workers_share_the_cpu_package(fake_registry, tmp_path, worker, refused):
+    from pytest_joules.options import JoulesOptions
+    from pytest_joules.session import JoulesSession
+
+    options = JoulesOptions(enabled=True, engine="fake", meter="rapl",
+                            meter_options={"root": str(_rapl_tree(tmp_path / "powercap"))})
+    state = JoulesSession(options)
+    state.worker = worker
+    if refused:
+        with pytest.raises(pytest.fail.Exception, match="meter 'rapl' reads the whole CPU package: with 2 pytest-xdist "
+                                                        "workers each would count the others' energy"):
+            state.devices()
+    else:
+        assert state.devices()[1].name == "rapl"
