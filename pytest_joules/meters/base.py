@@ -8,7 +8,8 @@ exactly the devices the engine uses (and, for the sim, read the simulated device
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from ..engines.base import Engine
@@ -85,3 +86,30 @@ def parse_options(items: list[str] | None, option: str) -> dict[str, Any]:
                 pass
         options[key] = value
     return options
+
+
+def reject_unknown_options(meter: str, options: Mapping[str, Any], accepted: Sequence[str]) -> None:
+    """ConfigError naming every option `meter` does not take: a typo must not fall back silently."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"unknown {meter} meter option(s) {', '.join(map(repr, unknown))}; it accepts {', '.join(accepted)}"
+        )
+
+
+def number_option(meter: str, options: Mapping[str, Any], name: str, default: float, positive: bool = False) -> float:
+    """A finite number option, >= 0 (> 0 with `positive`); NaN is refused too, since a NaN
+    window never closes."""
+    from ..errors import ConfigError
+
+    raw = options.get(name, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{meter} meter option {name} must be a number, got {raw!r}") from None
+    if not (0 < value if positive else 0 <= value) or not value < math.inf:
+        kind = "positive" if positive else "non-negative"
+        raise ConfigError(f"{meter} meter option {name} must be a finite {kind} number, got {raw!r}")
+    return value

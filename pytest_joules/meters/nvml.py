@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, InvalidMeasurement, MeterUnavailable
-from .base import MeterReading, MeterSpec
+from .base import MeterReading, MeterSpec, number_option, reject_unknown_options
 
 if TYPE_CHECKING:
     from ..engines.base import DeviceRef, Engine
@@ -352,23 +352,9 @@ class NvmlOptions:
 
     @classmethod
     def from_spec(cls, spec: MeterSpec) -> NvmlOptions:
-        values: dict[str, Any] = {}
         numeric = ("min_window_s", "update_period_s", "sample_interval_s", "max_power_factor", "min_watts", "idle_s")
-        unknown = sorted(set(spec.options) - set(numeric) - {"devices"})
-        if unknown:
-            raise ConfigError(
-                f"unknown nvml meter option(s) {', '.join(map(repr, unknown))}; "
-                f"it accepts {', '.join(numeric)}, devices"
-            )
-        for name in numeric:
-            if name in spec.options:
-                raw = spec.options[name]
-                try:
-                    values[name] = float(raw)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"nvml meter option {name} must be a number, got {raw!r}") from None
-                if not 0 <= values[name] < float("inf"):  # NaN too: a NaN window never closes
-                    raise ConfigError(f"nvml meter option {name} must be a finite non-negative number, got {raw!r}")
+        reject_unknown_options("nvml", spec.options, (*numeric, "devices"))
+        values = {name: number_option("nvml", spec.options, name, 0.0) for name in numeric if name in spec.options}
         if values.get("sample_interval_s", 1.0) <= 0:
             raise ConfigError("nvml meter option sample_interval_s must be positive")
         devices = spec.options.get("devices", "engine")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, InvalidMeasurement, MeterUnavailable
-from .base import MeterReading, MeterSpec
+from .base import MeterReading, MeterSpec, number_option, reject_unknown_options
 
 if TYPE_CHECKING:
     from ..engines.base import Engine
@@ -175,23 +175,9 @@ def cpu_model(path: str = "/proc/cpuinfo") -> str | None:
 
 def build(spec: MeterSpec, clock: Callable[[], float] = time.perf_counter) -> RaplMeter:
     root = str(spec.options.get("root", DEFAULT_ROOT))
-    raw = spec.options.get("min_window_s", 0.5)
-    try:
-        min_window_s = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"rapl meter option min_window_s must be a number, got {raw!r}") from None
-    if not 0 <= min_window_s < float("inf"):  # NaN too: a NaN window never closes
-        raise ConfigError(f"rapl meter option min_window_s must be a finite non-negative number of seconds, got {raw!r}")
-    raw = spec.options.get("max_watts", MAX_PACKAGE_WATTS)
-    try:
-        max_watts = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"rapl meter option max_watts must be a number, got {raw!r}") from None
-    if not 0 < max_watts < float("inf"):
-        raise ConfigError(f"rapl meter option max_watts must be a finite positive number of watts, got {raw!r}")
-    unknown = sorted(set(spec.options) - {"root", "min_window_s", "max_watts"})
-    if unknown:
-        raise ConfigError(f"unknown rapl meter option(s) {', '.join(map(repr, unknown))}; it accepts root, min_window_s, max_watts")
+    reject_unknown_options("rapl", spec.options, ("root", "min_window_s", "max_watts"))
+    min_window_s = number_option("rapl", spec.options, "min_window_s", 0.5)
+    max_watts = number_option("rapl", spec.options, "max_watts", MAX_PACKAGE_WATTS, positive=True)
     zones = find_zones(root)
     for zone in zones:
         read_energy_uj(zone)  # fail now, with the fix, rather than in the first window

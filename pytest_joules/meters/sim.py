@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..errors import ConfigError
-from ..meters.base import MeterReading, MeterSpec
+from ..meters.base import MeterReading, MeterSpec, reject_unknown_options
 
 OPTIONS = ("min_window_s",)
 
@@ -55,9 +55,7 @@ def create(spec: MeterSpec, engine: Any) -> SimMeter:
             f"the sim meter reads the simulated device; use --joules-meter nvml/rapl for engine {kind!r}"
         )
     options = dict(spec.options or {})
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown sim meter option(s) {', '.join(map(repr, unknown))}; it accepts {', '.join(OPTIONS)}")
+    reject_unknown_options("sim", options, OPTIONS)
     window = options.get("min_window_s", 0.0)
     if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window < math.inf:  # NaN too
         raise ConfigError(f"sim meter min_window_s must be a non-negative number of seconds, got {window!r}")
