@@ -467,6 +467,24 @@ def fit_all(points: Sequence[Point], names: Sequence[str] = MODEL_NAMES) -> list
     return [_fit_arrays(name, n, m, y) for name in names]
 
 
+def fit_possible(points: Sequence[Point], names: Sequence[str] = MODEL_NAMES) -> tuple[list[FittedModel], dict[str, str]]:
+    """Fit each named model the points can determine; the others map to why not (fewer distinct
+    points than parameters). `joules fit --model all` and `joules sweep` fit what they can."""
+    for name in names:
+        _check_name(name)
+    n, m, y = _arrays(list(points))
+    models: list[FittedModel] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            _check_enough(name, n, m)
+        except DataError as exc:
+            skipped[name] = str(exc)
+            continue
+        models.append(_fit_arrays(name, n, m, y))
+    return models, skipped
+
+
 def loo_mape_by_refit(name: str, points: Sequence[Point]) -> float:
     """Leave-one-out MAPE by refitting without each point in turn: the definition, kept for checks."""
     points = list(points)

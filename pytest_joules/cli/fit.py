@@ -55,15 +55,11 @@ def _fit(analytical: Any, data: Any, choice: str) -> list[Any]:
             return [analytical.fit(choice, data.points)]
         except DataError as exc:
             raise DataError(f"{data.path}: {exc}") from None
-    models, skipped = [], []
-    for name in analytical.MODEL_NAMES:
-        try:
-            models.append(analytical.fit(name, data.points))
-        except DataError as exc:
-            skipped.append(str(exc))
-    if not models:
-        raise DataError(f"{data.path}: {skipped[-1]}")
-    for reason in skipped:
+    models, skipped = analytical.fit_possible(data.points)
+    if not models:  # name the least demanding model: even it cannot be fitted
+        least = min(skipped, key=lambda name: len(analytical.PARAMETERS[name]))
+        raise DataError(f"{data.path}: {skipped[least]}")
+    for reason in skipped.values():
         print(f"joules fit: note: not fitted: {reason}", file=sys.stderr)
     return models
 

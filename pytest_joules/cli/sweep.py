@@ -124,15 +124,14 @@ def _fit(points: list[Any], notes: list[str]) -> list[Any]:
     """Fit every model the points can determine; say which could not be fitted."""
     from .. import analytical
 
+    models, skipped = analytical.fit_possible(points)
     distinct = len({(p.n_in, p.n_out) for p in points})
-    names = [n for n in analytical.MODEL_NAMES if len(analytical.PARAMETERS[n]) <= distinct]
-    for name in analytical.MODEL_NAMES:
-        if name not in names:
-            notes.append(
-                f"not fitted: the {name} model has {len(analytical.PARAMETERS[name])} parameters, "
-                f"the grid has {distinct} point(s)"
-            )
-    return analytical.fit_all(points, names) if names else []
+    for name in skipped:
+        notes.append(
+            f"not fitted: the {name} model has {len(analytical.PARAMETERS[name])} parameters, "
+            f"the grid has {distinct} point(s)"
+        )
+    return models
 
 
 def _results_table(measurements: list[Any], title: str) -> Any:
