@@ -149,14 +149,18 @@ class BaselineStore:
     def model_path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.model.json"
 
-    def _read(self, path: Path) -> tuple[dict[str, Any], dict[str, Entry]] | None:
+    def _load(self, path: Path) -> Any:
+        """The file's JSON, None when there is no file; DataError (with the fix) when unreadable."""
         if not path.exists():
             return None
         try:
-            data = load_json(path)
+            return load_json(path)
         except DataError as exc:
             raise DataError(f"{exc}; {FIX}") from None
-        return parse_file(path, data)
+
+    def _read(self, path: Path) -> tuple[dict[str, Any], dict[str, Entry]] | None:
+        data = self._load(path)
+        return None if data is None else parse_file(path, data)
 
     def _mismatch(self, path: Path, recorded: Mapping[str, Any], fp: Mapping[str, Any]) -> FingerprintMismatch:
         diffs = "; ".join(differences(recorded, fp))
@@ -205,10 +209,9 @@ class BaselineStore:
     def _record(self, path: Path, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float],
                 spread: float | None) -> Path:
         with _locked(path.parent):
-            current = self._read(path)  # raises on a corrupted file: never overwrite it
-            entries: dict[str, Any] = {}
-            if current is not None and current[0] == fp:
-                entries = load_json(path)["entries"]
+            data = self._load(path)
+            recorded = None if data is None else parse_file(path, data)[0]  # raises on a corrupted file: never overwrite it
+            entries: dict[str, Any] = dict(data["entries"]) if recorded == fp else {}
             entry = {
                 "workload": workload_dict(workload),
                 "rounds": [_short(r) for r in rounds],
@@ -218,6 +221,7 @@ class BaselineStore:
             old = entries.get(key) or {}
             if {k: old.get(k) for k in entry} != entry:  # unchanged figures keep their date: no diff
                 entries[key] = {**entry, "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            atomic_write_json(path, _sorted({"schema": SCHEMA, "fingerprint": dict(fp), "entries": entries}))
-            self._cache[path] = parse_file(path, load_json(path))
+            document = _sorted({"schema": SCHEMA, "fingerprint": dict(fp), "entries": entries})
+            atomic_write_json(path, document)
+            self._cache[path] = parse_file(path, document)
         return path
