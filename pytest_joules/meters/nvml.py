@@ -1,10 +1,13 @@
 """The `nvml` meter: GPU energy from NVML's energy counter, on every GPU the engine uses.
 
-Per window and GPU it reads `nvmlDeviceGetTotalEnergyConsumption` (mJ since the driver loaded)
-at both edges; where the GPU has no counter (pre-Volta) a thread samples power and integrates
-it instead. A delta that is zero, negative (counter reset) or physically implausible makes the
+Per window and GPU it reads `nvmlDeviceGetTotalEnergyConsumption` (mJ since the driver loaded).
+The counter moves in steps (every 0.1 s), so by default each window starts and ends on a tick of
+every GPU's counter (see `ticks`): the work starts right after the opening ticks, and the idle
+tail before the closing tick is measured and subtracted. Where the GPU has no counter
+(pre-Volta) a thread samples power and integrates it instead, shifted for the reading's own
+averaging. A delta that is zero, negative (counter reset) or physically implausible makes the
 reading invalid with the reason. Everything that can spoil a window is recorded in its info:
-temperature, clocks, throttle reasons, other processes on the GPU.
+temperature, clocks, throttle reasons, other processes on the GPU, GPU utilisation.
 
 Every pynvml call goes through `NvmlApi`, the one seam tests replace with a fake.
 """
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, InvalidMeasurement, MeterUnavailable
 from .base import MeterReading, MeterSpec, number_option, reject_unknown_options
+from .ticks import CounterStuck, Tick, settle, wait_for_ticks
 
 if TYPE_CHECKING:
     from ..engines.base import DeviceRef, Engine
@@ -177,6 +181,23 @@ class NvmlApi:
         current, _pending = self._call("nvmlDeviceGetMigMode", handle)
         return bool(current)
 
+    def utilization_percent(self, handle: Any) -> float:
+        """Percent of the driver's last sample period in which a kernel ran."""
+        return float(self._call("nvmlDeviceGetUtilizationRates", handle).gpu)
+
+    def utilization_samples(self, handle: Any, last_seen_us: int) -> list[tuple[int, float]]:
+        """(timestamp in us, percent) of the GPU utilisation samples newer than `last_seen_us`
+        (0: all the driver keeps). NVML answers NOT_FOUND when it has none."""
+        value_type, samples = self._call(
+            "nvmlDeviceGetSamples", handle, self._nv.NVML_GPU_UTILIZATION_SAMPLES, last_seen_us
+        )
+        name = _VALUE_FIELDS.get(int(value_type), "uiVal")
+        return [(int(s.timeStamp), float(getattr(s.sampleValue, name))) for s in samples]
+
+
+#: nvmlValueType_t -> the field of the nvmlValue_t union that holds the value
+_VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -272,6 +293,14 @@ def own_pids() -> set[int]:
 
 
 # -- power sampling fallback ----------------------------------------------------------------
+#
+# NVML's power reading is not instantaneous: on Hopper it is the average over the last second
+# (others differ: option `power_average_s`). A reading at t averages [t - tau, t], so it lags a
+# load step by tau/2 on average, and integrating the readings over the work [t0, t1] reads low:
+# for a step from P_idle to P_load and back, by 0.5 * (P_load - P_idle) * tau (the rising ramp
+# is inside the window, the falling one outside). Integrating over [t0 + tau/2, t1 + tau/2]
+# centres both ramps on their steps; what remains is 1/8 * dP * tau per edge, 0.25 * dP * tau
+# in all. (The H200's first run: counter 4122 J, unshifted integral 3790 J over 6.03 s.)
 
 
 def integrate(samples: list[tuple[float, float]]) -> float:
@@ -282,20 +311,48 @@ def integrate(samples: list[tuple[float, float]]) -> float:
     return total
 
 
+def _at(samples: list[tuple[float, float]], t: float) -> float:
+    """Watts at time t, interpolated linearly between samples (the nearest one outside them)."""
+    if t <= samples[0][0]:
+        return samples[0][1]
+    for (ta, wa), (tb, wb) in zip(samples, samples[1:]):
+        if t <= tb:
+            return wa if tb == ta else wa + (wb - wa) * (t - ta) / (tb - ta)
+    return samples[-1][1]
+
+
+def integrate_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float:
+    """Trapezoidal integral of (seconds, watts) samples over [t0, t1], interpolated at the edges."""
+    if not samples or t1 <= t0:
+        return 0.0
+    inside = [(t, w) for t, w in samples if t0 < t < t1]
+    return integrate([(t0, _at(samples, t0)), *inside, (t1, _at(samples, t1))])
+
+
+def shifted_energy(samples: list[tuple[float, float]], t0: float, t1: float, average_s: float) -> float:
+    """Joules of the work in [t0, t1] from power readings that each average the last
+    `average_s` seconds: their integral over the window shifted by half the averaging."""
+    return integrate_between(samples, t0 + average_s / 2.0, t1 + average_s / 2.0)
+
+
 class PowerSampler:
     """Samples one GPU's power in a thread, for GPUs without an energy counter. The first and
-    last samples are taken synchronously at the window edges, so the integral spans the window."""
+    last samples are taken synchronously, at start and stop; start before the window opens and
+    stop after it closes (plus the averaging shift), so the samples span it."""
 
-    def __init__(self, read_watts: Callable[[], float], interval_s: float) -> None:
+    def __init__(self, read_watts: Callable[[], float], interval_s: float,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._read = read_watts
         self._interval = interval_s
+        self._clock = clock
         self.samples: list[tuple[float, float]] = []
         self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
-        self.samples.append((time.perf_counter(), self._read()))
+        watts = self._read()
+        self.samples.append((self._clock(), watts))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -338,6 +395,31 @@ class _Gpu:
     idle_w: float | None = None
     sampler: PowerSampler | None = None
     start: dict[str, Any] = field(default_factory=dict)
+    util_mark: int | None = None  # newest utilisation sample (us) before the window; None: no samples
+
+
+@dataclass
+class _Energy:
+    """One GPU's energy over a window, before it is judged."""
+
+    joules: float  # the work's energy: corrected for the idle head and tail, or the shifted integral
+    source: str
+    info: dict[str, Any]
+    backwards: bool = False  # the counter went backwards (a reset)
+    start_raw: Any = None
+    end_raw: Any = None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def bool_option(meter: str, options: Any, name: str, default: bool) -> bool:
+    raw = options.get(name, default)
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{meter} meter option {name} must be true or false, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -349,68 +431,130 @@ class NvmlOptions:
     min_watts: float = 5.0
     idle_s: float = 0.0
     all_devices: bool = False
+    align: bool = True  # start and end each window on a counter tick (see `ticks`)
+    poll_s: float = 0.0005  # how often to read the counter while waiting for a tick
+    tick_timeout_s: float = 0.5  # a counter that does not move this long is stuck (default 5 update periods)
+    min_sampling_window_s: float = 5.0  # the shortest window power sampling can measure
+    power_average_s: float = 1.0  # the power reading averages this long (Hopper: 1 s)
 
     @classmethod
     def from_spec(cls, spec: MeterSpec) -> NvmlOptions:
-        numeric = ("min_window_s", "update_period_s", "sample_interval_s", "max_power_factor", "min_watts", "idle_s")
-        reject_unknown_options("nvml", spec.options, (*numeric, "devices"))
-        values = {name: number_option("nvml", spec.options, name, 0.0) for name in numeric if name in spec.options}
+        numeric = ("min_window_s", "update_period_s", "sample_interval_s", "max_power_factor", "min_watts", "idle_s",
+                   "poll_s", "tick_timeout_s", "min_sampling_window_s", "power_average_s")
+        positive = ("poll_s", "tick_timeout_s")
+        reject_unknown_options("nvml", spec.options, (*numeric, "devices", "align"))
+        values: dict[str, Any] = {
+            name: number_option("nvml", spec.options, name, 0.0, positive=name in positive)
+            for name in numeric if name in spec.options
+        }
         if values.get("sample_interval_s", 1.0) <= 0:
             raise ConfigError("nvml meter option sample_interval_s must be positive")
+        values.setdefault("tick_timeout_s", max(0.5, 5 * values.get("update_period_s", cls.update_period_s)))
         devices = spec.options.get("devices", "engine")
         if devices not in ("engine", "all"):
             raise ConfigError(f"nvml meter option devices must be 'engine' or 'all', got {devices!r}")
-        return cls(**values, all_devices=devices == "all")
+        align = bool_option("nvml", spec.options, "align", True)
+        return cls(**values, all_devices=devices == "all", align=align)
 
 
 class NvmlMeter:
     name = "nvml"
 
     def __init__(self, api: Any, gpus: list[_Gpu], options: NvmlOptions,
-                 pids: Callable[[], set[int]] = own_pids, clock: Callable[[], float] = time.perf_counter) -> None:
+                 pids: Callable[[], set[int]] = own_pids, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._api = api
         self._clock = clock
+        self._sleep = sleep
         self._gpus = gpus
         self._opt = options
         self._own_pids = pids
         self.min_window_s = options.min_window_s
+        if any(not g.counter for g in gpus):
+            # power sampling needs long windows: make the measurement path repeat the workload
+            self.min_window_s = max(self.min_window_s, options.min_sampling_window_s)
         self._t0: float | None = None
+        self._stuck: str | None = None  # why the window cannot be aligned (a counter did not move)
+        self._waited = 0.0  # seconds this window spent waiting for ticks and the sampling shift
         self._closed = False
+
+    def _counters(self) -> list[_Gpu]:
+        return [g for g in self._gpus if g.counter]
+
+    def _sampled(self) -> list[_Gpu]:
+        return [g for g in self._gpus if not g.counter]
 
     # -- window -------------------------------------------------------------------------------
     def begin(self) -> None:
         if self._closed:
             raise MeterUnavailable("the nvml meter was closed")
+        self._stuck = None
         for gpu in self._gpus:
             gpu.start = {"temperature_c": self._soft(self._api.temperature_c, gpu), "others": self._others(gpu)}
-        # Read the counters last and together, as close to the window edge as possible.
-        self._t0 = self._clock()
-        for gpu in self._gpus:
-            if gpu.counter:
-                gpu.start["energy_mj"] = self._hard(self._api.energy_mj, gpu, "read the energy counter")
+            gpu.util_mark = self._util_mark(gpu)
+        for gpu in self._sampled():  # before the tick wait: the samples must span the window
+            gpu.sampler = PowerSampler(lambda g=gpu: self._api.power_mw(g.handle) / 1000.0,
+                                       self._opt.sample_interval_s, clock=self._clock)
+            gpu.sampler.start()
+        # The counters last and together, as close to the window edge as possible.
+        before = self._clock()
+        counters = self._counters()
+        try:
+            if self._opt.align and counters:
+                self._open_on_ticks(counters)
             else:
-                gpu.sampler = PowerSampler(lambda g=gpu: self._api.power_mw(g.handle) / 1000.0, self._opt.sample_interval_s)
-                gpu.sampler.start()
+                for gpu in counters:
+                    gpu.start["energy_mj"] = self._read(gpu)
+        except BaseException:
+            self._stop_samplers()  # no window opened: leave no thread behind
+            raise
+        self._t0 = self._clock()  # the work starts now: right after the last GPU's tick
+        self._waited = self._t0 - before
+
+    def _open_on_ticks(self, counters: list[_Gpu]) -> None:
+        try:
+            ticks = self._ticks(counters, count=1)
+        except CounterStuck as exc:
+            self._stuck = self._stuck_reason(counters, exc, "before the window")
+            for gpu in counters:
+                gpu.start.update(tick=None, energy_mj=self._read(gpu))
+            return
+        for gpu, (tick,) in zip(counters, ticks):
+            gpu.start.update(tick=tick, energy_mj=tick.value)
+
+    def _ticks(self, counters: list[_Gpu], count: int) -> list[list[Tick]]:
+        reads = [lambda g=gpu: self._read(g) for gpu in counters]
+        return wait_for_ticks(reads, self._clock, self._sleep, count=count,
+                              poll_s=self._opt.poll_s, timeout_s=self._opt.tick_timeout_s)
+
+    def _read(self, gpu: _Gpu) -> int:
+        return self._hard(self._api.energy_mj, gpu, "read the energy counter")
+
+    def _stuck_reason(self, counters: list[_Gpu], exc: CounterStuck, where: str) -> str:
+        names = ", ".join(f"GPU {counters[i].label} ({counters[i].name})" for i in exc.stuck)
+        return (
+            f"{names}: the energy counter did not move for {self._opt.tick_timeout_s:g} s {where} (it should "
+            f"every {self._opt.update_period_s:g} s): stuck, or not updated on this GPU; window discarded. "
+            "If this GPU's counter never moves, use meter option align=false"
+        )
 
     def end(self) -> MeterReading:
         if self._t0 is None:
             raise RuntimeError("nvml meter: end() called without begin()")
-        joules: dict[str, float] = {}
-        ends: dict[str, Any] = {}
-        for gpu in self._gpus:
-            if gpu.counter:
-                ends[gpu.label] = self._hard(self._api.energy_mj, gpu, "read the energy counter")
-            else:
-                assert gpu.sampler is not None
-                try:
-                    ends[gpu.label] = gpu.sampler.stop()
-                except NvmlCallError as exc:
-                    raise InvalidMeasurement(f"GPU {gpu.label} ({gpu.name}): power sampling failed: {exc}") from None
-        seconds = self._clock() - self._t0
-        self._t0 = None
+        work_end = self._clock()  # the caller synced the device: the work is done
+        t0, self._t0 = self._t0, None
+        try:
+            utils = {gpu.label: self._utilization(gpu) for gpu in self._gpus}  # before the idle wait
+            energies = self._close_counters(t0, work_end)
+        except BaseException:
+            self._stop_samplers()
+            raise
+        energies.update(self._close_samplers(t0, work_end))
+        self._waited += self._clock() - work_end
+        seconds = work_end - t0
 
         problems: list[str] = []
-        info: dict[str, Any] = {"gpus": {}, "window_s": seconds}
+        info: dict[str, Any] = {"gpus": {}, "window_s": seconds, "tick_wait_s": self._waited}
         valid = True
         if seconds < self._opt.update_period_s:
             valid = False
@@ -418,36 +562,136 @@ class NvmlMeter:
                 f"window of {seconds:.3f} s is shorter than the NVML counter's update period "
                 f"({self._opt.update_period_s:g} s); raise min_window_s"
             )
+        if self._stuck is not None:
+            valid = False
+            problems.append(self._stuck)
+        joules: dict[str, float] = {}
         for gpu in self._gpus:
-            if gpu.counter:
-                delta_j = (ends[gpu.label] - gpu.start["energy_mj"]) / 1000.0
-                source = "energy counter"
-            else:
-                samples = ends[gpu.label]
-                delta_j = integrate(samples)
-                source = f"power sampling ({len(samples)} samples)"
-            gpu_info, gpu_problems, gpu_valid = self._judge(gpu, delta_j, seconds, ends.get(gpu.label))
-            gpu_info["source"] = source
+            energy = energies[gpu.label]
+            gpu_info, gpu_problems, gpu_valid = self._judge(gpu, energy, seconds)
+            gpu_info.update(energy.info, source=energy.source)
+            gpu_info["gpu_util"], gpu_info["gpu_util_samples"] = utils[gpu.label]
             info["gpus"][gpu.label] = gpu_info
             problems.extend(gpu_problems)
             valid = valid and gpu_valid
-            joules[gpu.label] = delta_j
+            joules[gpu.label] = energy.joules
+        bounds = [g["tick_bound_j"] for g in info["gpus"].values() if g["tick_bound_j"] is not None]
+        info["tick_bound_j"] = sum(bounds) if bounds else None
+        known = [g["gpu_util"] for g in info["gpus"].values() if g["gpu_util"] is not None]
+        info["gpu_util"] = sum(known) / len(known) if known else None
         if any(g.idle_w is not None for g in self._gpus):
             idle = sum(g.idle_w or 0.0 for g in self._gpus)
             info["idle_watts"] = idle
             info["joules_above_idle"] = sum(joules.values()) - idle * seconds
         return MeterReading(joules=joules, seconds=seconds, valid=valid, problems=problems, info=info)
 
-    def _judge(self, gpu: _Gpu, delta_j: float, seconds: float, end_raw: Any) -> tuple[dict[str, Any], list[str], bool]:
-        """Record what the window was like on one GPU, and whether its delta is believable."""
+    # -- closing the counters -------------------------------------------------------------------
+    def _close_counters(self, t0: float, work_end: float) -> dict[str, _Energy]:
+        counters = self._counters()
+        if self._opt.align and counters and self._stuck is None:
+            try:
+                ticks = self._ticks(counters, count=2)  # the closing tick and the one after it
+            except CounterStuck as exc:
+                self._stuck = self._stuck_reason(counters, exc, "after the window")
+            else:
+                return {gpu.label: self._aligned(gpu, t0, work_end, end, after)
+                        for gpu, (end, after) in zip(counters, ticks)}
+        return {gpu.label: self._plain(gpu, self._read(gpu), work_end - t0) for gpu in counters}
+
+    def _aligned(self, gpu: _Gpu, t0: float, work_end: float, end: Tick, after: Tick) -> _Energy:
+        start: Tick = gpu.start["tick"]
+        r = settle(start, work_end, end, after, work_start=t0)
+        idle_w = r.tail_rate / 1000.0  # mJ/s -> W
+        info = {
+            "aligned": True,
+            "raw_joules": r.raw_delta / 1000.0,
+            "tick_bound_j": r.bound / 1000.0,
+            "tail_s": r.tail_s,
+            "tail_joules": idle_w * r.tail_s,
+            "head_s": r.head_s,  # this GPU ticked before the last one: it idled until the work began
+            "head_joules": idle_w * r.head_s,
+            "tail_watts": idle_w,
+            "tick_latency_s": max(start.latency_s, end.latency_s, after.latency_s),
+        }
+        return _Energy(r.delta / 1000.0, "energy counter", info, backwards=r.raw_delta < 0 or r.tail_rate < 0,
+                       start_raw=start.value, end_raw=after.value if r.tail_rate < 0 else end.value)
+
+    def _plain(self, gpu: _Gpu, end_raw: int, seconds: float) -> _Energy:
+        delta_j = (end_raw - gpu.start["energy_mj"]) / 1000.0
+        # Each read may be up to one update period stale, the two errors of opposite sign: at
+        # most one period of the edges' power, the window's average standing in for it.
+        bound = self._opt.update_period_s * max(delta_j, 0.0) / seconds if seconds > 0 else None
+        info = {"aligned": False, "raw_joules": delta_j, "tick_bound_j": bound, "tail_s": 0.0, "tail_joules": 0.0}
+        return _Energy(delta_j, "energy counter", info, backwards=delta_j < 0,
+                       start_raw=gpu.start["energy_mj"], end_raw=end_raw)
+
+    # -- closing the power samplers ---------------------------------------------------------------
+    def _close_samplers(self, t0: float, work_end: float) -> dict[str, _Energy]:
+        sampled = self._sampled()
+        if not sampled:
+            return {}
+        tau = self._opt.power_average_s
+        wait = work_end + tau / 2.0 - self._clock()
+        if wait > 0:  # the readings of the window's last tau/2 arrive that much later
+            self._sleep(wait)
+        out: dict[str, _Energy] = {}
+        for gpu in sampled:
+            assert gpu.sampler is not None
+            try:
+                samples = gpu.sampler.stop()
+            except NvmlCallError as exc:
+                raise InvalidMeasurement(f"GPU {gpu.label} ({gpu.name}): power sampling failed: {exc}") from None
+            finally:
+                gpu.sampler = None
+            joules = shifted_energy(samples, t0, work_end, tau)
+            info = {
+                "aligned": False, "tick_bound_j": None, "tail_s": None, "tail_joules": None,
+                "power_average_s": tau, "unshifted_joules": integrate_between(samples, t0, work_end),
+            }
+            out[gpu.label] = _Energy(joules, f"power sampling ({len(samples)} samples, shifted {tau / 2:g} s)", info)
+        return out
+
+    # -- utilisation ------------------------------------------------------------------------------
+    def _util_mark(self, gpu: _Gpu) -> int | None:
+        """The newest utilisation sample before the window: later ones fall inside it."""
+        try:
+            samples = self._api.utilization_samples(gpu.handle, 0)
+        except NvmlCallError as exc:
+            self._raise_if_lost(gpu, exc)
+            return 0 if exc.code == NOT_FOUND else None  # NOT_FOUND: none kept yet, every later one is new
+        return max((ts for ts, _ in samples), default=0)
+
+    def _utilization(self, gpu: _Gpu) -> tuple[float | None, int]:
+        """The GPU's busy fraction over the window and how many driver samples it averages; from
+        the driver's last sample period (0 samples) where it keeps none; None where unsupported."""
+        values: list[float] = []
+        if gpu.util_mark is not None:
+            try:
+                samples = self._api.utilization_samples(gpu.handle, gpu.util_mark)
+            except NvmlCallError as exc:
+                self._raise_if_lost(gpu, exc)
+                samples = []
+            # drivers now and then report garbage (values far above 100): leave those out
+            values = [v for ts, v in samples if ts > gpu.util_mark and 0.0 <= v <= 100.0]
+        if values:
+            return sum(values) / len(values) / 100.0, len(values)
+        percent = self._soft(self._api.utilization_percent, gpu)
+        if percent is None or not 0.0 <= percent <= 100.0:
+            return None, 0
+        return percent / 100.0, 0
+
+    # -- judging ----------------------------------------------------------------------------------
+    def _judge(self, gpu: _Gpu, energy: _Energy, seconds: float) -> tuple[dict[str, Any], list[str], bool]:
+        """Record what the window was like on one GPU, and whether its energy is believable."""
         problems: list[str] = []
         valid = True
         who = f"GPU {gpu.label} ({gpu.name})"
+        delta_j = energy.joules
         watts = delta_j / seconds if seconds > 0 else float("nan")
-        if gpu.counter and delta_j < 0:
+        if energy.backwards:
             valid = False
             problems.append(
-                f"{who}: the energy counter went backwards ({gpu.start['energy_mj']} -> {end_raw} mJ): "
+                f"{who}: the energy counter went backwards ({energy.start_raw} -> {energy.end_raw} mJ): "
                 "counter reset (driver reload?); window discarded"
             )
         elif delta_j == 0:
@@ -464,6 +708,14 @@ class NvmlMeter:
             problems.append(
                 f"{who}: implausible average power {watts:.1f} W, above {self._opt.max_power_factor:g}x "
                 f"the enforced power limit of {gpu.power_limit_w:g} W"
+            )
+        if not gpu.counter and seconds < self._opt.min_sampling_window_s:
+            valid = False
+            problems.append(
+                f"{who}: a {seconds:.3f} s window is too short for power sampling (minimum "
+                f"{self._opt.min_sampling_window_s:g} s, meter option min_sampling_window_s): the power "
+                f"reading averages over {self._opt.power_average_s:g} s and lags every load change; "
+                "run the workload longer"
             )
         others = sorted(set(gpu.start.get("others") or []) | set(self._others(gpu) or []))
         if others:
@@ -503,9 +755,13 @@ class NvmlMeter:
         try:
             return fn(gpu.handle)
         except NvmlCallError as exc:
-            if exc.code in (GPU_IS_LOST, RESET_REQUIRED):
-                raise InvalidMeasurement(f"GPU {gpu.label} ({gpu.name}): {exc}") from None
+            self._raise_if_lost(gpu, exc)
             return None
+
+    @staticmethod
+    def _raise_if_lost(gpu: _Gpu, exc: NvmlCallError) -> None:
+        if exc.code in (GPU_IS_LOST, RESET_REQUIRED):
+            raise InvalidMeasurement(f"GPU {gpu.label} ({gpu.name}): {exc}") from None
 
     def _hard(self, fn: Callable[[Any], Any], gpu: _Gpu, what: str) -> Any:
         try:
@@ -537,16 +793,20 @@ class NvmlMeter:
             "energy_source": "counter" if all(g.counter for g in self._gpus) else "power sampling",
         }
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _stop_samplers(self) -> None:
         for gpu in self._gpus:
             if gpu.sampler is not None:
                 try:
                     gpu.sampler.stop()
-                except Exception:
+                except Exception:  # the window is abandoned: its samples are not used
                     pass
+                gpu.sampler = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_samplers()
         try:
             self._api.shutdown()
         except NvmlCallError:
@@ -609,8 +869,9 @@ def _idle_watts(api: Any, gpu: _Gpu, seconds: float, interval: float) -> float:
 
 def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = NvmlApi,
           env: dict[str, str] | None = None, pids: Callable[[], set[int]] = own_pids,
-          clock: Callable[[], float] = time.perf_counter) -> NvmlMeter:
-    """`create` with its seams open: the NVML API, the environment, our PIDs, the clock."""
+          clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep) -> NvmlMeter:
+    """`create` with its seams open: the NVML API, the environment, our PIDs, the clock and the
+    sleep used while waiting for counter ticks."""
     opt = NvmlOptions.from_spec(spec)
     refs = list(engine.devices())
     if not refs and not opt.all_devices:
@@ -649,7 +910,7 @@ def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = Nvml
     except BaseException:
         _quiet_shutdown(api)
         raise
-    return NvmlMeter(api, list(gpus.values()), opt, pids=pids, clock=clock)
+    return NvmlMeter(api, list(gpus.values()), opt, pids=pids, clock=clock, sleep=sleep)
 
 
 def _quiet_shutdown(api: Any) -> None:
