@@ -31,7 +31,8 @@ def test_defaults_and_identity():
     engine = sim()
     assert isinstance(engine, Engine)
     assert (engine.kind, engine.simulated, engine.default_meter) == ("sim", True, "sim")
-    assert engine.identity() == {"kind": "sim", "model": "Llama-3.1-8B", "dtype": "bf16", "version": "sim-1"}
+    assert engine.identity() == {"kind": "sim", "model": "Llama-3.1-8B", "dtype": "bf16", "version": "sim-2",
+                                 "runtime": "graphs"}
     assert engine.max_positions == 131072
     assert engine.devices()[0].name == "SIMULATED H100-SXM"
 
@@ -56,8 +57,12 @@ def test_in_flight_batching_runs_every_request_to_the_end():
 
 
 def test_same_seed_same_numbers_whatever_ran_before():
+    """Each workload has its own noise stream: a test's numbers do not depend on which tests ran
+    before it (past the first run after the model loads, which is slower on any engine)."""
     w = Workload(n_in=256, n_out=128, requests=4)
-    fresh = sim().run(w)
+    fresh = sim()
+    fresh.run(Workload(n_in=32, n_out=8))  # the slow first run
+    fresh = fresh.run(w)
     busy = sim()
     busy.run(Workload(n_in=64, n_out=64))
     busy.run(Workload(n_in=1024, n_out=32, requests=3))
@@ -68,10 +73,14 @@ def test_same_seed_same_numbers_whatever_ran_before():
 def test_repeats_and_seeds_give_different_but_close_numbers():
     w = Workload(n_in=256, n_out=128, requests=4)
     engine = sim()
+    engine.run(w)  # the slow first run after loading
     joules = [engine.run(w).info["joules"] for _ in range(30)]
     assert len(set(joules)) == 30  # seeded noise, not a constant
-    assert statistics.stdev(joules) / statistics.mean(joules) < 0.01  # well under 1%
-    other_seed = sim(options={"seed": 7}).run(w).info["joules"]
+    # the optimised runtime is GPU-bound: its runs vary by well under 1%
+    assert statistics.stdev(joules) / statistics.mean(joules) < 0.01
+    other = sim(options={"seed": 7})
+    other.run(w)
+    other_seed = other.run(w).info["joules"]
     assert other_seed != joules[0]
     assert other_seed == pytest.approx(joules[0], rel=0.02)
 
@@ -110,6 +119,9 @@ def test_point_beyond_max_positions_is_named():
         ({"options": {"slowdown": True}}, "'slowdown' must be a number"),
         ({"options": {"seed": -1}}, "seed must be a non-negative integer"),
         ({"options": {"seed": 1.5}}, "'seed' must be an integer"),
+        ({"options": {"runtime": "cuda"}}, "unknown sim runtime 'cuda'; use graphs .* or eager"),
+        ({"options": {"noise": -1}}, "noise must be a non-negative number"),
+        ({"options": {"noise": "lots"}}, "'noise' must be a number"),
     ],
 )
 def test_bad_configuration_is_a_config_error_naming_the_fix(spec, message):
@@ -124,16 +136,22 @@ def test_options_from_ini_strings_are_accepted():
 
 # -- the meter -------------------------------------------------------------------------------------
 
-def test_meter_reads_exactly_what_the_engine_spent():
+def test_meter_reads_what_the_engine_spent_to_within_its_tick_bound():
+    """The counter moves every 100 ms; windows aligned to its ticks read the work's energy to
+    within the recorded bound, a tiny fraction of one tick's energy."""
     engine = sim()
     meter = sim_meter(engine)
-    assert isinstance(meter, Meter) and meter.min_window_s == 0.0
+    assert isinstance(meter, Meter) and meter.min_window_s == 1.0
     meter.begin()
     runs = [engine.run(Workload(128, 64, requests=2)) for _ in range(3)]
     reading = meter.end()
-    assert reading.valid and reading.problems == []
-    assert reading.total_joules == pytest.approx(sum(r.info["joules"] for r in runs), rel=1e-12)
-    assert reading.seconds == pytest.approx(sum(r.seconds for r in runs), rel=1e-12)
+    assert reading.valid and reading.problems == [] and reading.info["aligned"] is True
+    spent = sum(r.info["joules"] for r in runs)
+    bound = reading.info["tick_bound_j"]
+    assert abs(reading.total_joules - spent) <= bound + 1e-3  # the counter's 1 mJ resolution
+    assert bound < 0.05 * 0.1 * 700  # well under a twentieth of a tick at full power
+    assert reading.seconds == pytest.approx(sum(r.seconds for r in runs), abs=2e-3)  # poll latency
+    assert 0 < reading.info["gpu_util"] <= 1
     info = meter.device_info()
     assert info["simulated"] is True and info["gpu"] == "H100-SXM" and info["board_watts"] == 700
 
@@ -159,7 +177,8 @@ def test_meter_refuses_a_real_engine():
         registry.make_meter(MeterSpec("sim"), FakeEngine())
 
 
-@pytest.mark.parametrize("options,message", [({"min_window_s": -1}, "non-negative"), ({"window": 1}, "unknown sim meter option")])
+@pytest.mark.parametrize("options,message", [({"min_window_s": -1}, "non-negative"), ({"window": 1}, "unknown sim meter option"),
+                                            ({"align": "maybe"}, "align must be true or false")])
 def test_bad_meter_options(options, message):
     with pytest.raises(ConfigError, match=message):
         sim_meter(sim(), **options)

@@ -14,8 +14,12 @@ from pytest_joules.sim.physics import StepModel
 from pytest_joules.workload import Workload
 
 
+#: the physics alone: no host noise, no slow first run (those are tested in test_sim_noise.py)
+EXACT = {"noise": 0}
+
+
 def j_per_token(model: str, workload: Workload, gpu: str = "H100-SXM") -> float:
-    run = create(EngineSpec("sim", model=model, gpu=gpu)).run(workload)
+    run = create(EngineSpec("sim", options=EXACT, model=model, gpu=gpu)).run(workload)
     return run.info["joules"] / workload.output_tokens
 
 
@@ -107,7 +111,7 @@ def test_batch_one_decode_time_per_token_is_near_weight_bytes_over_bandwidth(mod
     """Published batch-1 decode runs at 70-90% of HBM bandwidth plus launch overhead: the time per
     token is between 1.0x and 1.6x weight bytes / peak bandwidth (Llama-3.1-8B on H100: 4.5 ms floor,
     ~6 ms measured with TensorRT-LLM)."""
-    engine = create(EngineSpec("sim", model=model, gpu=gpu))
+    engine = create(EngineSpec("sim", options=EXACT, model=model, gpu=gpu))
     run = engine.run(Workload(n_in=16, n_out=129))
     per_token = run.phases["decode_s"] / 128
     floor = engine.sim_device.model.decode_seconds_floor()
@@ -116,7 +120,7 @@ def test_batch_one_decode_time_per_token_is_near_weight_bytes_over_bandwidth(mod
 
 def test_power_sits_between_idle_and_board_and_follows_the_work():
     """Compute-bound prefill draws near the board limit, memory-bound decode well below it."""
-    engine = create(EngineSpec("sim", model="Llama-3.1-8B", gpu="H100-SXM"))
+    engine = create(EngineSpec("sim", options=EXACT, model="Llama-3.1-8B", gpu="H100-SXM"))
     gpu = engine.gpu
     prefill = engine.run(Workload(n_in=4096, n_out=1))
     prefill_w = prefill.phases["prefill_j"] / prefill.phases["prefill_s"]
@@ -140,8 +144,8 @@ def test_a_larger_model_costs_more_per_token():
 def test_h200_beats_h100_on_decode_heavy_work():
     """Same Hopper compute, 4.8 vs 3.35 TB/s: decode-heavy work is cheaper and faster on the H200."""
     w = Workload(n_in=128, n_out=2048, requests=16)
-    h100 = create(EngineSpec("sim", gpu="H100-SXM")).run(w)
-    h200 = create(EngineSpec("sim", gpu="H200")).run(w)
+    h100 = create(EngineSpec("sim", options=EXACT, gpu="H100-SXM")).run(w)
+    h200 = create(EngineSpec("sim", options=EXACT, gpu="H200")).run(w)
     assert h200.info["joules"] < 0.85 * h100.info["joules"]
     assert h200.seconds < 0.85 * h100.seconds
 
@@ -168,18 +172,19 @@ def test_gqa_beats_mha_of_similar_size_at_long_inputs():
     short = Workload(n_in=64, n_out=64, requests=32)
     assert j_per_token("Llama-3.1-8B", long) < 0.8 * j_per_token("Llama-2-7B", long)
     assert j_per_token("Llama-3.1-8B", short) > j_per_token("Llama-2-7B", short)
-    # the same shapes but for the KV heads: only the KV traffic differs (tiny shapes are dominated
-    # by the per-step overhead, so the gap is smaller)
+    # the same shapes but for the KV heads: only the KV traffic differs. Tiny shapes wait for the
+    # host on every step, so compare what their kernels cost (the physics, without host time)
     w = Workload(1536, 256, requests=16)
-    assert j_per_token("tiny-gqa", w) < 0.95 * j_per_token("tiny-mha", w)
+    gpu_j = lambda m: create(EngineSpec("sim", options=EXACT, model=m)).sim_device.schedule(w).joules  # noqa: E731
+    assert gpu_j("tiny-gqa") < 0.95 * gpu_j("tiny-mha")
 
 
 def test_kv_cache_capacity_limits_concurrency_like_the_spec_sheet_memory():
     """100 requests of 8192 tokens of Llama-3.1-8B need ~107 GB of KV cache: an 80 GB H100 holds
     about half of them at once, a 141 GB H200 all of them."""
     w = Workload(n_in=4096, n_out=4096, requests=100)
-    assert 40 < create(EngineSpec("sim", gpu="H100-SXM")).run(w).info["concurrency"] < 60
-    assert create(EngineSpec("sim", gpu="H200")).run(w).info["concurrency"] == 100
+    assert 40 < create(EngineSpec("sim", options=EXACT, gpu="H100-SXM")).run(w).info["concurrency"] < 60
+    assert create(EngineSpec("sim", options=EXACT, gpu="H200")).run(w).info["concurrency"] == 100
 
 
 # -- the paper's model against the physics -----------------------------------------------------------

@@ -16,7 +16,7 @@ DEFAULT_MODEL = "Llama-3.1-8B"
 DEFAULT_GPU = "H100-SXM"
 #: dtypes the sim models: 2-byte weights, KV cache and activations on BF16 tensor cores
 DTYPES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "auto": "bf16"}
-OPTIONS = ("slowdown", "seed")
+OPTIONS = ("runtime", "noise", "slowdown", "seed")
 
 
 def _number(options: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
@@ -37,7 +37,8 @@ class SimEngine:
     simulated = True
     default_meter = "sim"
 
-    def __init__(self, model: str, gpu: str, dtype: str, slowdown: float, seed: int):
+    def __init__(self, model: str, gpu: str, dtype: str, slowdown: float, seed: int,
+                 runtime: str = "graphs", noise: float = 1.0):
         from ..sim.architectures import get_architecture
         from ..sim.device import SimDevice
         from ..sim.gpus import get_gpu
@@ -45,13 +46,16 @@ class SimEngine:
         self.arch = get_architecture(model)
         self.gpu = get_gpu(gpu)
         self.dtype = dtype
-        self.sim_device = SimDevice(self.arch, self.gpu, dtype_bytes=2, slowdown=slowdown, seed=seed)
+        self.sim_device = SimDevice(self.arch, self.gpu, dtype_bytes=2, slowdown=slowdown, seed=seed,
+                                    runtime=runtime, noise=noise)
         self.max_positions: int | None = self.arch.max_positions
 
     def identity(self) -> dict[str, str]:
         from ..sim.device import SIM_VERSION
 
-        return {"kind": self.kind, "model": self.arch.name, "dtype": self.dtype, "version": SIM_VERSION}
+        # the runtime changes the energy (it is another engine); the noise and seed do not
+        return {"kind": self.kind, "model": self.arch.name, "dtype": self.dtype, "version": SIM_VERSION,
+                "runtime": self.sim_device.runtime.name}
 
     def run(self, workload: Workload) -> EngineRun:
         done = self.sim_device.run(workload)
@@ -86,7 +90,14 @@ def create(spec: EngineSpec) -> SimEngine:
     seed = _number(options, "seed", 0, int)
     if seed < 0:
         raise ConfigError(f"sim seed must be a non-negative integer, got {seed!r}")
+    noise = _number(options, "noise", 1.0, float)
+    if not 0 <= noise < float("inf"):
+        raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic, the default), got {noise!r}")
+    from ..sim.runtime import get_runtime
+
+    runtime = get_runtime(options.get("runtime", "graphs")).name
     dtype_name = (spec.dtype or "bf16").lower()
     if dtype_name not in DTYPES:
         raise ConfigError(f"the sim models 16-bit inference only; dtype {spec.dtype!r} is not one of bf16, fp16")
-    return SimEngine(spec.model or DEFAULT_MODEL, spec.gpu or DEFAULT_GPU, DTYPES[dtype_name], slowdown, seed)
+    return SimEngine(spec.model or DEFAULT_MODEL, spec.gpu or DEFAULT_GPU, DTYPES[dtype_name], slowdown, seed,
+                     runtime=runtime, noise=noise)

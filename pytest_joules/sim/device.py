@@ -1,11 +1,15 @@
-"""The simulated GPU: a virtual clock and an energy counter advanced by in-flight batching.
+"""The simulated GPU: a virtual clock and an energy counter advanced by the engine's batching.
 
-Scheduling follows TensorRT-LLM's in-flight batching with its default capacity policy
+The `graphs` runtime (sim/runtime.py) schedules like TensorRT-LLM, the `eager` one like
+transformers' generate (static batches, `schedule_static`). In-flight scheduling follows TensorRT-LLM's in-flight batching with its default capacity policy
 (GUARANTEED_NO_EVICT): a request is admitted only when a batch slot is free and the KV cache can
 hold its full n_in + n_out; a step's context (prefill) tokens plus decode tokens stay within
 max_num_tokens. Admitted prompts are prefilled in the next step, together with one decode token
 for every running request; the prefill step produces each request's first output token. When a
 request finishes, its slot frees and the next request's prefill joins the following step.
+
+A run lasts, step by step, max(GPU time, host time) plus the host's hiccups; the noise comes from
+the mechanisms in sim/noise.py, and the energy counter moves in 100 ms ticks like NVML's.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from ..errors import ConfigError
 from ..workload import Workload
 from .architectures import Architecture
 from .gpus import GPU
+from .noise import HostState, draw_run, hiccups
 from .physics import StepModel
+from .runtime import DEFAULT_RUNTIME, get_runtime
 
-SIM_VERSION = "sim-1"
+SIM_VERSION = "sim-2"
 #: TensorRT-LLM's default max_batch_size for built engines / the LLM API
 DEFAULT_MAX_BATCH = 256
 #: TensorRT-LLM's default max_num_tokens (tokens per engine step)
@@ -30,13 +36,13 @@ DEFAULT_MAX_NUM_TOKENS = 8192
 KV_CACHE_FRACTION = 0.90
 #: activation workspace, CUDA context and runtime buffers kept out of the KV cache
 WORKSPACE_BYTES = 3e9
-#: sigma of the multiplicative lognormal noise on each run's time and energy (0.3%)
-NOISE_SIGMA = 0.003
+#: the energy counter moves every 100 ms, idle and busy (measured on the H200, data/h200-hf-llama)
+COUNTER_PERIOD_S = 0.1
 
 
 @dataclass
 class RunCost:
-    """Noise-free cost of one workload: what the physics says."""
+    """Noise-free cost of one workload: what the physics says, with no host time."""
 
     seconds: float = 0.0
     joules: float = 0.0
@@ -53,6 +59,26 @@ class RunCost:
         return self.sequences_stepped / self.steps if self.steps else 0.0
 
 
+class StepProfile:
+    """The GPU time of every step of one workload, sorted, so that the time of a run whose host
+    needs `c` seconds per step, sum(max(gpu_i, c)), costs a binary search instead of a loop."""
+
+    def __init__(self, cost: RunCost, step_seconds: np.ndarray) -> None:
+        self.cost = cost
+        self._sorted = np.sort(step_seconds)
+        self._prefix = np.concatenate([[0.0], np.cumsum(self._sorted)])
+        self.gpu_seconds = float(self._prefix[-1])
+
+    @property
+    def steps(self) -> int:
+        return int(self._sorted.size)
+
+    def seconds(self, host_s: float) -> float:
+        """sum over steps of max(GPU time, host time)."""
+        k = int(np.searchsorted(self._sorted, host_s, side="right"))  # steps the host outlasts
+        return float(self._prefix[-1] - self._prefix[k]) + host_s * k
+
+
 @dataclass
 class SimRun:
     """One noisy execution, as it advanced the device."""
@@ -63,21 +89,45 @@ class SimRun:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class _Stream:
+    """The random state of one workload: its own generator and host state, so a test's numbers do
+    not depend on which tests ran before it, while its own rounds are correlated like a real host's."""
+
+    def __init__(self, seed: int, key: tuple, noise: float) -> None:
+        self.rng = np.random.default_rng([seed, *(k or 0 for k in key)])
+        self.host = HostState(self.rng, noise)
+
+
 class SimDevice:
     """A simulated GPU running one architecture. `run(workload)` advances `clock_s` and
-    `energy_j` like real time and NVML's energy counter would."""
+    `energy_j` like real time and the GPU's energy would; `energy_mj` is the counter a meter reads,
+    which, like NVML's, moves only every COUNTER_PERIOD_S."""
 
-    def __init__(self, arch: Architecture, gpu: GPU, *, dtype_bytes: int = 2, slowdown: float = 1.0, seed: int = 0):
+    def __init__(self, arch: Architecture, gpu: GPU, *, dtype_bytes: int = 2, slowdown: float = 1.0, seed: int = 0,
+                 runtime: str = DEFAULT_RUNTIME, noise: float = 1.0):
+        if not noise >= 0:
+            raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic), got {noise!r}")
         self.arch = arch
         self.gpu = gpu
         self.dtype_bytes = dtype_bytes
         self.slowdown = float(slowdown)
         self.seed = int(seed)
-        self.model = StepModel(arch, gpu, dtype_bytes, slowdown)
+        self.runtime = get_runtime(runtime)
+        self.noise = float(noise)
+        self.model = StepModel(arch, gpu, dtype_bytes, slowdown, efficiency=self.runtime.kernel_efficiency,
+                               kv_traffic=self.runtime.kv_traffic(arch.heads, arch.kv_heads))
+        # a slower build does more host work per step too, so a slowdown shows in host-bound runs
+        self.host_step_s = self.runtime.host_seconds(arch.layers) * self.slowdown
         self.clock_s = 0.0
         self.energy_j = 0.0
-        self._costs: dict[tuple, RunCost] = {}
-        self._counters: dict[tuple, int] = {}
+        self.busy_s = 0.0  # seconds the GPU ran kernels (NVML's utilisation counts these)
+        self.runs = 0
+        self.counter_phase_s = float(np.random.default_rng([self.seed, 7919]).uniform(0, COUNTER_PERIOD_S))
+        self._segments: list[tuple[float, float, float, float]] = []  # (t0, t1, e0, e1)
+        self._idle_tail = False  # the last segment is idle time
+        self._profiles: dict[tuple, StepProfile] = {}
+        self._streams: dict[tuple, _Stream] = {}
+        self._current: _Stream | None = None
         weights = arch.params * dtype_bytes
         self.kv_pool_bytes = KV_CACHE_FRACTION * (gpu.memory_bytes - weights - WORKSPACE_BYTES)
         if self.kv_pool_bytes <= 0:
@@ -89,8 +139,40 @@ class SimDevice:
     # -- counters, as a meter sees them --------------------------------------------------------
     @property
     def energy_mj(self) -> int:
-        """The cumulative energy counter in millijoules, like nvmlDeviceGetTotalEnergyConsumption."""
-        return int(self.energy_j * 1000.0)
+        """The cumulative energy counter in millijoules, like nvmlDeviceGetTotalEnergyConsumption:
+        the energy at the last counter update, not at this instant."""
+        ticks = np.floor((self.clock_s - self.counter_phase_s) / COUNTER_PERIOD_S)
+        return int(self.energy_at(self.counter_phase_s + ticks * COUNTER_PERIOD_S) * 1000.0)
+
+    def energy_at(self, t: float) -> float:
+        """The cumulative energy at time `t` (<= now), power taken as constant within each run."""
+        if t >= self.clock_s:
+            return self.energy_j
+        for t0, t1, e0, e1 in reversed(self._segments):
+            if t >= t0:
+                return e0 + (e1 - e0) * (min(t, t1) - t0) / (t1 - t0) if t1 > t0 else e1
+        return self._segments[0][2] if self._segments else 0.0
+
+    def wait(self, seconds: float) -> None:
+        """Idle time: the GPU waits with its clocks up (a meter polling its counter, a host pause)."""
+        if seconds <= 0:
+            return
+        self._advance(seconds, self.model.waiting_watts * seconds, 0.0, idle=True)
+        if self._current is not None:
+            self._current.host.wait(seconds)
+
+    def _advance(self, seconds: float, joules: float, busy: float, idle: bool = False) -> None:
+        t0, e0 = self.clock_s, self.energy_j
+        self.clock_s += seconds
+        self.energy_j += joules
+        self.busy_s += busy
+        if idle and self._idle_tail and self._segments:  # one segment per stretch of idle polling
+            t0, e0 = self._segments.pop()[::2]
+        self._idle_tail = idle
+        self._segments.append((t0, self.clock_s, e0, self.energy_j))
+        # the counter looks back at most one period: keep a few
+        while len(self._segments) > 2 and self._segments[1][1] < self.clock_s - 2 * COUNTER_PERIOD_S:
+            self._segments.pop(0)
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -109,46 +191,121 @@ class SimDevice:
         """How many requests of this length the KV cache can hold at once."""
         return int(self.kv_pool_bytes // ((workload.n_in + workload.n_out) * self.model.kv_bytes_per_token))
 
+    def profile(self, workload: Workload) -> StepProfile:
+        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size)
+        found = self._profiles.get(key)
+        if found is None:
+            cost, steps = (self.schedule_static if self.runtime.static_batching else self.schedule_steps)(workload)
+            found = self._profiles[key] = StepProfile(cost, steps)
+        return found
+
+    def schedule(self, workload: Workload) -> RunCost:
+        """The noise-free GPU cost of the workload under this runtime's batching."""
+        return self.profile(workload).cost
+
     def run(self, workload: Workload) -> SimRun:
         workload.check_positions(self.arch.max_positions, f"simulated {self.arch.name}")
-        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, workload.seed)
-        cost = self._costs.get(key)
-        if cost is None:
-            cost = self._costs[key] = self.schedule(workload)
-        count = self._counters.get(key, 0)
-        self._counters[key] = count + 1
-        # One stream per (device seed, workload, how many times this workload ran): the same
-        # test gets the same numbers whatever ran before it in the process.
-        rng = np.random.default_rng([self.seed, *(k or 0 for k in key), count])
-        t_noise, e_noise = np.exp(rng.normal(0.0, NOISE_SIGMA, size=2))
-        seconds, joules = cost.seconds * t_noise, cost.joules * e_noise
-        self.clock_s += seconds
-        self.energy_j += joules
+        profile = self.profile(workload)
+        cost = profile.cost
+        # The seed picks the noise stream; the prompt seed does not change the work.
+        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Stream(self.seed, key, self.noise)
+        self._current = stream
+        rt, noise = self.runtime, self.noise
+        first = self.runs == 0 and noise > 0
+        self.runs += 1
+
+        draw = draw_run(stream.rng, noise)
+        host = self.host_step_s * draw.host * (rt.first_run_host_factor if first else 1.0)
+        k = draw.gpu_time  # kernels k times slower: sum(max(k g, c)) = k sum(max(g, c / k))
+        fast = k * profile.seconds(host / k)
+        slow = k * profile.seconds(host * stream.host.slow_factor / k)
+        slow_share, seconds = stream.host.run(fast, slow)
+        busy = k * profile.gpu_seconds
+        stall = hiccups(stream.rng, noise, seconds, rt.hiccups_per_s, rt.hiccup_mean_s)
+        if first:
+            stall += rt.first_run_extra_s
+        seconds += stall
+        # kernels: the physics' energy, stretched by k at a power varied by the draw; waiting:
+        # every other second of the run at the power of a GPU with nothing to do
+        joules = cost.joules * k * draw.gpu_power + self.model.waiting_watts * (seconds - busy)
+        self._advance(seconds, joules, busy)
+        t_scale = seconds / cost.seconds if cost.seconds else 1.0
+        e_scale = joules / cost.joules if cost.joules else 1.0
         return SimRun(
             seconds=seconds,
             joules=joules,
             phases={
-                "prefill_s": cost.prefill_s * t_noise,
-                "decode_s": cost.decode_s * t_noise,
-                "prefill_j": cost.prefill_j * e_noise,
-                "decode_j": cost.decode_j * e_noise,
+                "prefill_s": cost.prefill_s * t_scale,
+                "decode_s": cost.decode_s * t_scale,
+                "prefill_j": cost.prefill_j * e_scale,
+                "decode_j": cost.decode_j * e_scale,
             },
-            info={"steps": cost.steps, "mean_batch": round(cost.mean_batch, 3), "concurrency": cost.concurrency},
+            info={
+                "steps": cost.steps,
+                "mean_batch": round(cost.mean_batch, 3),
+                "concurrency": cost.concurrency,
+                "runtime": rt.name,
+                "gpu_busy_s": busy,
+                "host_slow_share": round(slow_share, 3),
+            },
         )
 
-    def schedule(self, workload: Workload) -> RunCost:
-        """Step through in-flight batching and add up the physics of every step (no noise)."""
-        n, m = workload.n_in, workload.n_out
+    def _kv_slots_or_error(self, workload: Workload) -> int:
         slots = self.kv_slots(workload)
         if slots < 1:
+            n, m = workload.n_in, workload.n_out
             raise ConfigError(
                 f"{workload.label()}: one request needs {(n + m) * self.model.kv_bytes_per_token / 1e9:.1f} GB "
                 f"of KV cache, more than the {self.kv_pool_bytes / 1e9:.1f} GB left on a {self.gpu.name} "
                 f"after {self.arch.name}'s weights; use shorter lengths"
             )
+        return slots
+
+    def schedule_static(self, workload: Workload) -> tuple[RunCost, np.ndarray]:
+        """Static batches, as transformers' generate runs them: prefill a batch (its first token),
+        decode it n_out - 1 steps, then the next batch."""
+        n, m = workload.n_in, workload.n_out
+        slots = self._kv_slots_or_error(workload)
+        size = min(workload.max_batch_size or workload.requests, workload.requests)
+        if size > slots:
+            raise ConfigError(
+                f"{workload.label()}: a batch of {size} needs "
+                f"{size * (n + m) * self.model.kv_bytes_per_token / 1e9:.1f} GB of KV cache, more than the "
+                f"{self.kv_pool_bytes / 1e9:.1f} GB left on a {self.gpu.name}; set max_batch_size to {slots} or less"
+            )
+        out = RunCost(concurrency=size)
+        steps: list[np.ndarray] = []
+        left = workload.requests
+        while left:
+            b = min(size, left)
+            left -= b
+            pre = self.model.cost(tokens=b * n, logits=b, pairs=b * n * (n + 1) / 2, kv_read=b * n, kv_write=b * n)
+            out.prefill_s += pre.total_seconds
+            out.prefill_j += pre.total_joules
+            steps.append(pre.seconds)
+            if m > 1:
+                ctx = n + np.arange(1, m, dtype=float)  # the tokens each sequence attends to
+                dec = self.model.cost(tokens=b, logits=b, pairs=b * ctx, kv_read=b * (ctx - 1), kv_write=b)
+                out.decode_s += dec.total_seconds
+                out.decode_j += dec.total_joules
+                steps.append(dec.seconds)
+            out.steps += m
+            out.sequences_stepped += b * m
+        out.seconds = out.prefill_s + out.decode_s
+        out.joules = out.prefill_j + out.decode_j
+        return out, np.concatenate(steps)
+
+    def schedule_steps(self, workload: Workload) -> tuple[RunCost, np.ndarray]:
+        """Step through in-flight batching and add up the physics of every step (no noise)."""
+        n, m = workload.n_in, workload.n_out
+        slots = self._kv_slots_or_error(workload)
         batch = min(workload.max_batch_size or DEFAULT_MAX_BATCH, workload.requests, slots)
         max_tokens = max(DEFAULT_MAX_NUM_TOKENS, n)  # a longer prompt is chunked; same work
         out = RunCost(concurrency=batch)
+        steps: list[np.ndarray] = []
         pending = workload.requests
         gen = np.zeros(0, dtype=np.int64)  # tokens generated so far by each running request
 
@@ -169,14 +326,15 @@ class SimDevice:
                 )
                 out.prefill_s += cost.total_seconds
                 out.prefill_j += cost.total_joules
+                steps.append(cost.seconds)
                 out.steps += 1
                 out.sequences_stepped += admit + running
                 gen = np.concatenate([gen + 1, np.ones(admit, dtype=np.int64)])
                 pending -= admit
             else:
                 # pure decode until the next request finishes: every step has the same batch
-                steps = int(m - gen.max())
-                s = np.arange(steps, dtype=float)
+                n_steps = int(m - gen.max())
+                s = np.arange(n_steps, dtype=float)
                 ctx_sum = float((n + gen).sum()) + running * s
                 cost = self.model.cost(
                     tokens=running,
@@ -187,10 +345,11 @@ class SimDevice:
                 )
                 out.decode_s += cost.total_seconds
                 out.decode_j += cost.total_joules
-                out.steps += steps
-                out.sequences_stepped += steps * running
-                gen = gen + steps
+                steps.append(np.broadcast_to(cost.seconds, (n_steps,)))
+                out.steps += n_steps
+                out.sequences_stepped += n_steps * running
+                gen = gen + n_steps
             gen = gen[gen < m]
         out.seconds = out.prefill_s + out.decode_s
         out.joules = out.prefill_j + out.decode_j
-        return out
+        return out, np.concatenate(steps)

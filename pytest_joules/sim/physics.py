@@ -24,7 +24,9 @@ Power follows utilization between idle and board power:
 W_C = 0.90: compute-saturated GEMMs (prefill) draw close to the board limit (H100 prefill is
 measured at 600-700 W); W_M = 0.45: memory-bound decode keeps the tensor cores mostly idle and
 draws roughly half the dynamic range (batch-1 decode on H100 is reported at 300-400 W);
-W_O = 0.10: during launch gaps clocks stay up but little switches.
+W_O = 0.10: during launch gaps clocks stay up but little switches. The same power is drawn while
+the GPU waits for a slow host (sim/runtime.py): the H200 idled at 127 W in P0 and averaged about
+150 W under eager transformers that kept it mostly waiting.
 
 The slowdown knob k divides every efficiency factor and multiplies the overhead: kernels get
 slower at the same utilization (the way a worse kernel or a bad build behaves), so time and
@@ -72,20 +74,28 @@ class StepCost:
 class StepModel:
     """Roofline + utilization power for one architecture on one GPU."""
 
-    def __init__(self, arch: Architecture, gpu: GPU, dtype_bytes: int = 2, slowdown: float = 1.0):
+    def __init__(self, arch: Architecture, gpu: GPU, dtype_bytes: int = 2, slowdown: float = 1.0,
+                 efficiency: float = 1.0, kv_traffic: float = 1.0):
         if slowdown <= 0:
             raise ValueError(f"slowdown must be positive, got {slowdown}")
+        if not 0 < efficiency <= 1:
+            raise ValueError(f"efficiency must be in (0, 1], got {efficiency}")
         self.arch = arch
         self.gpu = gpu
         self.dtype_bytes = dtype_bytes
         self.slowdown = float(slowdown)
         self.weight_bytes = float((arch.block_params + arch.lm_head_params) * dtype_bytes)
         self.kv_bytes_per_token = float(arch.kv_bytes_per_token(dtype_bytes))
+        #: HBM traffic of attention per KV byte it needs: 1 for fused kernels; eager attention
+        #: copies the cache and repeats GQA heads (sim/runtime.py)
+        self.kv_traffic = float(kv_traffic)
         self.act_bytes_per_token = float(self._activation_elements() * dtype_bytes)
         self.overhead_s = (STEP_OVERHEAD_S + LAYER_OVERHEAD_S * arch.layers) * self.slowdown
         self._gemm_rate = gpu.peak_flops * gpu.gemm_efficiency / self.slowdown
         self._attn_rate = gpu.peak_flops * gpu.attention_efficiency / self.slowdown
-        self._mem_rate = gpu.bandwidth * gpu.memory_efficiency / self.slowdown
+        # `efficiency` < 1: unfused eager kernels (sim/runtime.py) move more bytes per step (each
+        # norm, rotary and activation reads and writes HBM); their GEMMs are the same cuBLAS ones
+        self._mem_rate = gpu.bandwidth * gpu.memory_efficiency * efficiency / self.slowdown
 
     def _activation_elements(self) -> int:
         """Elements per token that GEMMs read or write in HBM, over all layers: the layer input
@@ -95,6 +105,11 @@ class StepModel:
         ffn_mats = 3 if a.gated_ffn else 2
         per_layer = 6 * a.hidden + 2 * (a.q_dim + 2 * a.kv_dim) + 2 * a.q_dim + 2 * ffn_mats * a.ffn
         return a.layers * per_layer
+
+    @property
+    def waiting_watts(self) -> float:
+        """Power while the GPU waits for the host (launch gaps, a slow host): clocks up, little work."""
+        return self.gpu.idle_watts + (self.gpu.board_watts - self.gpu.idle_watts) * W_OVERHEAD
 
     def decode_seconds_floor(self) -> float:
         """Weight bytes / bandwidth: the published lower bound of a batch-1 decode step."""
@@ -113,7 +128,7 @@ class StepModel:
         dense_flops = 2.0 * tokens * a.block_params + 2.0 * logits * a.lm_head_params
         dense_bytes = self.weight_bytes + tokens * self.act_bytes_per_token + logits * a.vocab * LOGIT_BYTES
         attn_flops = 4.0 * a.layers * a.q_dim * pairs
-        attn_bytes = self.kv_bytes_per_token * (kv_read + kv_write)
+        attn_bytes = self.kv_bytes_per_token * (kv_read * self.kv_traffic + kv_write)
 
         dense_c, dense_m = dense_flops / self._gemm_rate, dense_bytes / self._mem_rate
         attn_c, attn_m = attn_flops / self._attn_rate, attn_bytes / self._mem_rate
