@@ -10,6 +10,10 @@
                                    "rounds": [J/out-token per round], "j_per_out_token": median,
                                    "spread": .., "recorded": "<UTC ISO>"}}}
 
+An entry is compared with a run of the same n_in, n_out, requests and max_batch_size: the seed
+is written for information only (it picks the random prompt tokens and the simulator's noise,
+not the work), so a run with another --joules-seed is judged against the same baselines.
+
 Keys are sorted and indented so a baseline update reads as a small diff in review. Writes are
 atomic and read-merge-write under an exclusive lock, so concurrent xdist workers lose nothing.
 A file that cannot be read is an error naming it and is never overwritten; a file recorded with
@@ -57,8 +61,21 @@ class Lookup:
     note: str = ""
 
 
+#: what makes a baseline comparable with a run: the work done. Not the seed: it only picks which
+#: random prompt tokens run (and the simulator's noise stream); the energy does not depend on it.
+IDENTITY = ("n_in", "n_out", "requests", "max_batch_size")
+
+
 def workload_dict(w: Workload) -> dict[str, Any]:
+    # the seed is still written, for information (and for older versions, which compare it)
     return {"n_in": w.n_in, "n_out": w.n_out, "requests": w.requests, "max_batch_size": w.max_batch_size, "seed": w.seed}
+
+
+def same_work(recorded: Mapping[str, Any], w: Workload) -> bool:
+    """True when a recorded workload did the work `w` does (a missing field has Workload's default)."""
+    defaults = {"requests": 1, "max_batch_size": None}
+    now = workload_dict(w)
+    return all(recorded.get(k, defaults.get(k)) == now[k] for k in IDENTITY)
 
 
 def _sorted(value: Any) -> Any:
@@ -184,7 +201,7 @@ class BaselineStore:
         entry = entries.get(key)
         if entry is None:
             return Lookup(None)
-        if entry.workload != workload_dict(workload):
+        if not same_work(entry.workload, workload):
             was = Workload(**entry.workload).label() if {"n_in", "n_out"} <= set(entry.workload) else entry.workload
             return Lookup(None, f"baseline was recorded for another workload ({was}); record it again")
         return Lookup(entry)

@@ -105,9 +105,11 @@ class Joules:
             key = f"{nodeid}::{name}"
         elif self.measurements:
             key = f"{nodeid}::#{len(self.measurements) + 1}"
+        rule = state.rounds_rule(key, workload, tolerance) if rounds == "auto" else None
         problem = None
         try:
-            m = measure(engine, meter, workload, rounds=rounds, warmup=opts.warmup if warmup is None else warmup, name=key)
+            m = measure(engine, meter, workload, rounds=3 if rule else rounds, rule=rule,
+                        warmup=opts.warmup if warmup is None else warmup, name=key)
         except (WorkloadMismatch, InvalidMeasurement) as exc:
             problem = str(exc)
         if problem is not None:

@@ -41,7 +41,7 @@ class EnergySpec:
     n_out: tuple[int, ...]
     requests: int = 1
     max_batch_size: int | None = None
-    rounds: int | None = None
+    rounds: int | str | None = None  # a number, "auto", or None for --joules-rounds
     tolerance: float | None = None
     model_tolerance: float | None = None
     grid: bool = False
@@ -98,6 +98,15 @@ def _fraction(test: str, name: str, value: Any, where: str = "@pytest.mark.energ
     return number
 
 
+def _rounds(test: str, value: Any, where: str = "@pytest.mark.energy") -> int | str:
+    """rounds="auto" (until the verdict is known) or a positive integer."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MarkerError(f"{test}: {where} rounds={value!r}: must be a positive integer or 'auto'")
+    return value
+
+
 def parse(mark: Any, test: str) -> EnergySpec:
     """Validate a `pytest.Mark` named energy; `test` is the node id used in error messages."""
     if mark.args:
@@ -126,7 +135,7 @@ def parse(mark: Any, test: str) -> EnergySpec:
         n_out=n_out,
         requests=_positive_int(test, "requests", kwargs.get("requests", 1)),
         max_batch_size=None if max_batch is None else _positive_int(test, "max_batch_size", max_batch),
-        rounds=None if rounds is None else _positive_int(test, "rounds", rounds),
+        rounds=None if rounds is None else _rounds(test, rounds),
         tolerance=_fraction(test, "tolerance", kwargs.get("tolerance")),
         model_tolerance=_fraction(test, "model_tolerance", kwargs.get("model_tolerance")),
         grid=grid_in or grid_out,
@@ -154,9 +163,10 @@ def generate(metafunc: Any) -> None:
 def parse_overrides(test: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Validate the keyword arguments of a `joules(...)` call as strictly as the marker's."""
     out = dict(overrides)
-    for name in ("rounds", "requests"):
-        if out.get(name) is not None:
-            _positive_int(test, name, out[name], "joules()")
+    if out.get("rounds") is not None:
+        out["rounds"] = _rounds(test, out["rounds"], "joules()")
+    if out.get("requests") is not None:
+        _positive_int(test, "requests", out["requests"], "joules()")
     if out.get("warmup") is not None:
         _positive_int(test, "warmup", out["warmup"], "joules()", minimum=0)
     for name in ("tolerance", "model_tolerance"):

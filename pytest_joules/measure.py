@@ -15,6 +15,7 @@ from .workload import EngineRun, Workload
 if TYPE_CHECKING:
     from .engines.base import Engine
     from .meters.base import Meter
+    from .rounds import Rule
 
 #: safety cap on repetitions inside one window, so a broken clock cannot loop forever
 MAX_REPS = 10_000
@@ -71,16 +72,27 @@ def measure(
     warmup: int = 1,
     min_window_s: float | None = None,
     name: str = "",
+    rule: Rule | None = None,
 ) -> Measurement:
-    """Measure `workload` on `engine` with `meter`: `warmup` unmeasured runs, then `rounds` windows."""
+    """Measure `workload` on `engine` with `meter`: `warmup` unmeasured runs, then `rounds` windows,
+    or with a `rule` (rounds.py, `--joules-rounds auto`) as many as it asks for."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     workload.check_positions(engine.max_positions, engine.kind)
     for _ in range(warmup):
         engine.run(workload).verify(workload, engine.kind)
     window = meter.min_window_s if min_window_s is None else min_window_s
-    results = [run_round(engine, meter, workload, window) for _ in range(rounds)]
-    return Measurement(
+    results: list[Round] = []
+    spent = 0.0
+    while True:
+        results.append(run_round(engine, meter, workload, window))
+        spent += results[-1].seconds
+        if rule is None:
+            if len(results) >= rounds:
+                break
+        elif rule.stop([r.j_per_out_token for r in results if r.j_per_out_token is not None], len(results), spent):
+            break
+    m = Measurement(
         workload=workload,
         rounds=results,
         engine=engine.identity(),
@@ -89,3 +101,7 @@ def measure(
         simulated=bool(engine.simulated),
         name=name,
     )
+    if rule is not None:
+        m.confidence = rule.confidence
+        m.stopped = rule.reason
+    return m

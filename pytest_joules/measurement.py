@@ -9,6 +9,13 @@ from typing import Any
 from .verdict import Verdict, judge, parse_tolerance
 from .workload import Workload
 
+#: a reading whose GPU ran kernels less than this share of the window waited for the host
+HOST_BOUND_UTIL = 0.5
+HOST_BOUND_FIX = (
+    "the GPU mostly waited for the host, so these joules measure the host's speed: use an engine "
+    "with CUDA graphs (trtllm, or hf with runtime=graphs) or more concurrent requests"
+)
+
 
 @dataclass
 class Round:
@@ -46,6 +53,11 @@ class Measurement:
     meter: str
     simulated: bool
     name: str = ""
+    #: the confidence the verdict must be judged at: below 95% after several looks of
+    #: `--joules-rounds auto` (rounds.py spends the error rate over its looks)
+    confidence: float = 0.95
+    #: why `auto` stopped measuring ("resolved", "budget", ...); "" for a fixed number of rounds
+    stopped: str = ""
     # Filled in by whoever compares (plugin, `joules compare`):
     baseline_rounds: list[float] | None = None
     prediction: float | None = None
@@ -113,6 +125,20 @@ class Measurement:
             return None
         mid = statistics.median(values)
         return (max(values) - min(values)) / mid if mid else None
+
+    @property
+    def gpu_util(self) -> float | None:
+        """Median share of each valid window in which the GPU ran kernels (NVML utilisation), or
+        None when the meter does not record it."""
+        values = [r.info.get("gpu_util") for r in self.valid_rounds]
+        known = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return statistics.median(known) if known else None
+
+    @property
+    def host_bound(self) -> bool:
+        """The GPU was mostly idle in its windows: the host set the pace (see HOST_BOUND_FIX)."""
+        util = self.gpu_util
+        return util is not None and util < HOST_BOUND_UTIL
 
     @property
     def baseline(self) -> float | None:

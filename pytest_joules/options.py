@@ -25,14 +25,18 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
     ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
     ("--joules-model-tolerance", "value", "fail the session when the fitted model's MAPE exceeds this, 0.1 or 10%%"),
-    ("--joules-rounds", "value", "measured rounds per test (default 3)"),
+    ("--joules-rounds", "value", "measured rounds per test: auto (default: until the verdict is known, within "
+     "--joules-max-seconds) or a fixed number"),
+    ("--joules-max-seconds", "value", "budget of measured seconds per test for --joules-rounds auto (default 60)"),
     ("--joules-warmup", "value", "unmeasured warm-up runs per test (default 1)"),
-    ("--joules-seed", "value", "seed of the random prompts (and of the simulator's noise) (default 0)"),
+    ("--joules-seed", "value", "seed of the random prompts and of the simulator's noise (default: a new one each run, "
+     "shown in the header, so reruns differ like a GPU's; give it to repeat a run exactly)"),
     ("--joules-json", "path", "write every measurement of the session to this results JSON"),
     ("--joules-require-gpu", "flag", "fail, instead of skipping, when the engine or meter has no real GPU"),
     ("--joules-sim-slowdown", "value", "make the simulated device this many times slower, e.g. 1.10 (demos a regression)"),
     ("--joules-noisy-fails", "flag", "fail a test whose verdict is 'noisy' (rounds too spread to judge the tolerance)"),
     ("--joules-meter-option", "list", "KEY=VALUE option of the meter, e.g. min_window_s=2 (repeatable; ini: one per line)"),
+    ("--joules-engine-option", "list", "KEY=VALUE option of the engine, e.g. noise=0 (sim) or device=cpu (hf) (repeatable; ini: one per line)"),
     ("--joules-export-gab", "path", "write the session's results as github-action-benchmark customSmallerIsBetter JSON"),
     ("--joules-export-bmf", "path", "write the session's results as Bencher Metric Format (BMF) JSON"),
     ("--joules-no-step-summary", "flag", "do not append the Markdown summary to $GITHUB_STEP_SUMMARY"),
@@ -40,7 +44,10 @@ FLAGS: list[tuple[str, str, str]] = [
 
 
 #: ini keys that are not simply the flag's name (a list reads better in the plural)
-INI_NAMES = {"--joules-meter-option": "joules_meter_options"}
+INI_NAMES = {"--joules-meter-option": "joules_meter_options", "--joules-engine-option": "joules_engine_options"}
+
+#: engine options that a flag of their own sets too: both given, they must agree
+ENGINE_OPTION_FLAGS = {"slowdown": "--joules-sim-slowdown", "seed": "--joules-seed"}
 
 
 def ini_key(flag: str) -> str:
@@ -77,14 +84,20 @@ class JoulesOptions:
     update_baselines: bool = False
     tolerance: float = 0.05
     model_tolerance: float | None = None
-    rounds: int = 3
+    #: "auto" (rounds.py) or a fixed number of rounds
+    rounds: int | str = "auto"
+    max_seconds: float = 60.0
     warmup: int = 1
     seed: int = 0
+    #: False when the seed was drawn at random for this run (no --joules-seed, ini key or engine option)
+    seed_given: bool = True
     json: Path | None = None
     require_gpu: bool = False
     sim_slowdown: float | None = None
     noisy_fails: bool = False
     meter_options: Mapping[str, Any] = field(default_factory=dict)
+    #: --joules-engine-option; the engine spec adds seed and sim_slowdown (see session.engine_spec)
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
     export_gab: Path | None = None
     export_bmf: Path | None = None
     no_step_summary: bool = False
@@ -109,6 +122,13 @@ def parse_fraction(flag: str, value: Any) -> float:
     return number
 
 
+def random_seed() -> int:
+    """A fresh seed: without --joules-seed each run's noise (and prompts) differ, like a GPU's."""
+    import secrets
+
+    return secrets.randbelow(2**31)
+
+
 def parse_int(flag: str, value: Any, minimum: int) -> int:
     text = str(value).strip()
     try:
@@ -119,6 +139,15 @@ def parse_int(flag: str, value: Any, minimum: int) -> int:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise _fail(flag, value, f"give {what}")
     return number
+
+
+def parse_rounds(flag: str, value: Any) -> int | str:
+    from .rounds import parse_rounds as parse
+
+    try:
+        return parse(value)
+    except ValueError:
+        raise _fail(flag, value, "give auto (measure until the verdict is known) or a positive integer") from None
 
 
 def parse_positive_float(flag: str, value: Any) -> float:
@@ -160,6 +189,47 @@ def parse_meter_options(flag: str, items: Any) -> dict[str, Any]:
         raise pytest.UsageError(str(exc)) from None
 
 
+def parse_engine_options(flag: str, items: Any) -> dict[str, Any]:
+    """`KEY=VALUE` items (repeated flag or ini lines) -> the engine's options dict."""
+    from .engines.base import parse_engine_options as parse
+    from .errors import ConfigError
+
+    try:
+        return parse([str(i) for i in items], flag)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _given_as(config: pytest.Config, flag: str) -> str:
+    """How the user set `flag`: the flag itself, or its ini key (where to fix a conflict)."""
+    if config.getoption(dest(flag), default=None) is not None:
+        return flag
+    return f"the ini key {ini_key(flag)}"
+
+
+def _settle_engine_options(config: pytest.Config, values: dict[str, Any]) -> None:
+    """An engine option that a flag of its own also sets (slowdown, seed) must agree with the flag.
+
+    An engine option `seed` alone becomes the session's seed, so the prompts follow it too; a
+    `slowdown` alone is left to the engine to check (only the sim takes one).
+    """
+    options = values.get("engine_options") or {}
+    where = _given_as(config, "--joules-engine-option")
+    for key, flag in ENGINE_OPTION_FLAGS.items():
+        name = dest(flag).removeprefix("joules_")
+        if key not in options or (name not in values and key != "seed"):
+            continue
+        parse = parse_positive_float if key == "slowdown" else (lambda f, v: parse_int(f, v, 0))
+        value = parse(f"{where} {key}", options[key])
+        if name not in values:
+            values[name] = value
+        elif values[name] != value:
+            raise pytest.UsageError(
+                f"{_given_as(config, flag)} {values[name]} and {where} {key}={options[key]} disagree; "
+                f"set the {key} once"
+            )
+
+
 def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     """The option's value and the directory a relative path in it is relative to.
 
@@ -191,13 +261,15 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-update-baselines": parse_bool,
         "--joules-tolerance": parse_fraction,
         "--joules-model-tolerance": parse_fraction,
-        "--joules-rounds": lambda f, v: parse_int(f, v, 1),
+        "--joules-rounds": parse_rounds,
+        "--joules-max-seconds": parse_positive_float,
         "--joules-warmup": lambda f, v: parse_int(f, v, 0),
         "--joules-seed": lambda f, v: parse_int(f, v, 0),
         "--joules-require-gpu": parse_bool,
         "--joules-sim-slowdown": parse_positive_float,
         "--joules-noisy-fails": parse_bool,
         "--joules-meter-option": parse_meter_options,
+        "--joules-engine-option": parse_engine_options,
         "--joules-no-step-summary": parse_bool,
     }
     values: dict[str, Any] = {}
@@ -206,7 +278,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         if raw is None:
             continue
         key = dest(flag).removeprefix("joules_") if flag != "--joules" else "enabled"
-        key = "meter_options" if key == "meter_option" else key
+        key = key + "s" if kind == "list" else key  # meter_options, engine_options
         try:
             values[key] = _path(raw, base) if kind == "path" else parsers[flag](flag, raw)
         except pytest.UsageError as exc:
@@ -215,6 +287,9 @@ def from_config(config: pytest.Config) -> JoulesOptions:
             # the value came from the ini file: say where, or the user hunts for a flag they never typed
             where = f" in {config.inipath}" if config.inipath else ""
             raise pytest.UsageError(f"{exc} (set by the ini key {ini_key(flag)}{where})") from None
+    _settle_engine_options(config, values)
+    if "seed" not in values:
+        values["seed"], values["seed_given"] = random_seed(), False
     if "baselines" not in values:
         values["baselines"] = Path(config.rootpath) / "baselines"
     return JoulesOptions(**values)

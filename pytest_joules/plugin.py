@@ -77,7 +77,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     model = f", model {o.model}" if o.model else ""
     update = ", updating baselines" if o.update_baselines else ""
     noisy = " (noisy verdicts fail)" if o.noisy_fails else ""
-    return f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}{noisy}, baselines {o.baselines}{update}"
+    rounds = f"rounds {o.rounds}" + (f" (at most {o.max_seconds:g} s a test)" if o.rounds == "auto" else "")
+    seed = f"seed {o.seed}" + ("" if o.seed_given else f" (random; --joules-seed {o.seed} repeats this run)")
+    return (f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}{noisy}, {rounds}, {seed}, "
+            f"baselines {o.baselines}{update}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

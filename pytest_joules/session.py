@@ -70,7 +70,8 @@ class JoulesSession:
     def engine_spec(self) -> Any:
         from .engines.base import EngineSpec
 
-        opts: dict[str, Any] = {"seed": self.options.seed}
+        # options.from_config made seed and sim_slowdown agree with the engine options that name them
+        opts: dict[str, Any] = {**self.options.engine_options, "seed": self.options.seed}
         if self.options.sim_slowdown is not None:
             opts["slowdown"] = self.options.sim_slowdown
         return EngineSpec(name=self.options.engine, model=self.options.model, gpu=self.options.gpu, options=opts)
@@ -98,10 +99,13 @@ class JoulesSession:
         return self._engine, self._meter
 
     def _build(self) -> tuple[Engine, Meter]:
-        from . import registry
+        from . import registry, workers
         from .meters.base import MeterSpec
 
         name = self.options.engine
+        if self.options.sim_slowdown is not None and name in workers.GPU_ENGINES:
+            # never simulated: say so before loading a model (its create would only call 'slowdown' unknown)
+            raise _CannotBuild(f"--joules-sim-slowdown only applies to simulated engines, not {name!r}", fail=True)
         shared = self._pin_gpu()
         try:
             engine = registry.make_engine(self.engine_spec())
@@ -258,13 +262,32 @@ class JoulesSession:
             failures.append(f"baseline store: {exc}")
             return False
         m.baseline_rounds = list(found.entry.rounds) if found.entry else None
-        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, noisy_fails=self.options.noisy_fails)
+        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
+                            noisy_fails=self.options.noisy_fails)
         if found.note:  # recorded for another workload: not comparable
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             extra["baseline_note"] = found.note
         if m.verdict.failed and not self.options.update_baselines:
             failures.append(f"{key}: energy " + m.verdict.message())
         return True
+
+    def rounds_rule(self, key: str, workload: Any, tolerance: float | None) -> Any:
+        """The stopping rule of `--joules-rounds auto` for this test: resolve the comparison with
+        its baseline, or (recording, or no usable baseline) know the median to a fraction of T."""
+        from . import rounds
+        from .baselines import FingerprintMismatch
+
+        tol = self.options.tolerance if tolerance is None else tolerance
+        budget = dict(tolerance=tol, max_seconds=self.options.max_seconds)
+        if self.options.update_baselines:
+            return rounds.Precise(**budget)
+        try:
+            found = self.store.lookup(self.fingerprint, key, workload)
+        except (FingerprintMismatch, DataError):  # judged (and reported) after measuring
+            return rounds.Precise(**budget)
+        if found.entry is None or found.note or len(found.entry.rounds) < 2:
+            return rounds.Precise(**budget)
+        return rounds.Compare(baseline=list(found.entry.rounds), **budget)
 
     def _record(self, m: Measurement, key: str, failures: list[str], extra: dict[str, Any]) -> None:
         try:

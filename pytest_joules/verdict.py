@@ -6,7 +6,7 @@ it can weigh a change against the noise, not only compare two numbers.
 The rule (tolerance T, per test from the marker; confidence 95% unless told):
 
 - REGRESSION: the median rose by more than T *and* the rise stands out from the noise: the
-  confidence interval of the change (Welch t-test on log rounds, see stats.py) lies above zero.
+  confidence interval of the change (a t-test on log rounds, see stats.py) lies above zero.
 - IMPROVED: the same, downwards.
 - NOISY: not a significant change beyond T, and the rounds cannot resolve a change of size T
   (the interval's half-width, `resolution`, exceeds T). A pass here would claim "no regression
@@ -117,8 +117,14 @@ def _bad(values: Sequence[float]) -> list[float]:
     return [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0]
 
 
+def _percent(confidence: float) -> str:
+    """95% as "95%", 99.62% as "99.62%": never rounded up to a 100% that no interval has."""
+    text = f"{confidence * 100:.2f}".rstrip("0").rstrip(".")
+    return text + "%"
+
+
 def _evidence(c: stats.Comparison) -> str:
-    level = f"{c.confidence:.0%}"
+    level = _percent(c.confidence)
     rounds = f"{c.n_current} vs {c.n_baseline} rounds"
     return f"{level} CI of the change [{c.ci_low:+.2%}, {c.ci_high:+.2%}], p={c.p_value:.2g}; {c.method}, {rounds}"
 

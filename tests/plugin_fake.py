@@ -149,7 +149,9 @@ def project(pytester, monkeypatch, **ini: str):
     monkeypatch.delenv("FAKE_POWER_LIMIT", raising=False)
     pytester.makeconftest(CONFTEST)
     # other plugins installed here cost time in every inner run and are not under test
-    keys = {"joules_engine": "fake", "addopts": "-p no:benchmark -p no:hypothesispytest -p no:anyio -p no:cacheprovider "
+    # joules_seed: without one each run draws a new seed (reruns differ, like a GPU's); these
+    # tests compare exact figures between runs, so they fix it (test_plugin_seed.py covers the rest)
+    keys = {"joules_engine": "fake", "joules_seed": "0", "addopts": "-p no:benchmark -p no:hypothesispytest -p no:anyio -p no:cacheprovider "
                                       "-W ignore::pytest.PytestAssertRewriteWarning", **ini}
     pytester.makeini("[pytest]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()))
     return pytester

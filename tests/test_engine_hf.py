@@ -155,6 +155,19 @@ def test_bad_dtype_and_device():
             hf.create(EngineSpec("hf", model="tiny-llama", options={"device": "cuda"}))
 
 
+def test_unknown_engine_options_are_refused_before_loading_anything(monkeypatch):
+    monkeypatch.setattr(hf, "_import", lambda: pytest.fail("imported torch for a spec it refuses"))
+    with pytest.raises(ConfigError) as exc:
+        hf.create(EngineSpec("hf", model="tiny-llama", options={"x": 1, "seed": 0}))
+    assert str(exc.value) == "unknown hf engine option(s) 'x'; the hf engine accepts device, dtype, seed"
+
+
+def test_the_dtype_engine_option_overrides_the_specs_dtype():
+    assert hf._dtype_name(EngineSpec("hf", dtype="fp32", options={"dtype": "fp16"}), cuda=False) == "float16"
+    assert hf._dtype_name(EngineSpec("hf", dtype="fp32"), cuda=True) == "float32"
+    assert hf._dtype_name(EngineSpec("hf", options={"dtype": "bf16"}), cuda=False) == "bfloat16"
+
+
 def test_dtype_keyword_follows_the_transformers_version():
     assert hf._dtype_kwarg("4.57.1") == "dtype"
     assert hf._dtype_kwarg("5.0.0rc1") == "dtype"

@@ -339,6 +339,31 @@ def test_tensor_parallel_needs_enough_gpus(fake_trtllm, tmp_path):
         make(checkpoint_dir(tmp_path), tensor_parallel_size=2)
 
 
+def test_unknown_engine_options_are_a_config_error_listing_the_accepted_ones(fake_trtllm, tmp_path):
+    path = checkpoint_dir(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        make(path, bogus=1, tensor_parallel=2)
+    assert str(exc.value) == (
+        "unknown trtllm engine option(s) 'bogus', 'tensor_parallel'; the trtllm engine accepts "
+        "tensor_parallel_size, max_batch_size, end_id, vocab_size, seed"
+    )
+    assert make(path, seed=21, tensor_parallel_size=1).identity()["kind"] == "trtllm"
+
+
+def test_a_typo_in_the_options_fails_even_where_trtllm_would_skip(monkeypatch, tmp_path):
+    """An option is wrong on every machine: a CPU-only CI must not hide it behind a skip."""
+    monkeypatch.delitem(sys.modules, "tensorrt_llm", raising=False)
+    monkeypatch.setattr(trtllm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="unknown trtllm engine option"):
+        make(checkpoint_dir(tmp_path), gpus=0, bogus=1)
+
+
+@pytest.mark.parametrize("tp", [0, -1, "two", 1.5, True])
+def test_tensor_parallel_size_must_be_a_positive_integer(fake_trtllm, tmp_path, tp):
+    with pytest.raises(ConfigError, match="tensor_parallel_size must be a positive integer"):
+        make(checkpoint_dir(tmp_path), tensor_parallel_size=tp)
+
+
 def test_probe_without_the_package():
     ok, reason = trtllm.probe()
     try:

@@ -206,3 +206,31 @@ def test_concurrent_xdist_workers_lose_no_baseline(pytester, monkeypatch):
     assert summary.read_text().count("### pytest-joules energy") == 1  # written once, by the controller
     assert (proj.path / "junit.xml").read_text().count('name="joules_j_per_out_token"') == 12
     result.stdout.fnmatch_lines(["*baselines saved to baselines (12):*"])
+
+
+def test_another_seed_is_judged_against_baselines_recorded_with_seed_0(proj):
+    data = record(proj)  # entries written as before this change: "seed": 0 in each workload
+    assert {e["workload"]["seed"] for e in data["entries"].values()} == {0}
+    result = proj.runpytest("--joules", "--joules-seed", "21")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    assert "new (no baseline yet" not in out and "another workload" not in out
+    result.stdout.fnmatch_lines(["*test_chat*128*64*pass*"])
+    # judged, not waved through: a regression at seed 21 still fails
+    result = proj.runpytest("--joules", "--joules-seed", "21", "--joules-sim-slowdown", "1.10")
+    result.assert_outcomes(failed=1, passed=2)
+    result.stdout.fnmatch_lines(["*test_energy.py::test_chat: energy regression:*delta +*"])
+
+
+def test_joules_compare_matches_the_runs_of_two_seeds(proj, capsys):
+    from pytest_joules.cli import main
+
+    proj.runpytest("--joules", "--joules-json", "seed0.json").assert_outcomes(passed=3)
+    proj.runpytest("--joules", "--joules-seed", "21", "--joules-json", "seed21.json").assert_outcomes(passed=3)
+    assert json.loads((proj.path / "seed21.json").read_text())["results"][0]["seed"] == 21
+    capsys.readouterr()  # the inner runs' output
+    code = main(["compare", str(proj.path / "seed0.json"), str(proj.path / "seed21.json"), "--fail", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert len(report["results"]) == 3 and report["only_old"] == [] and report["only_new"] == []
+    assert {r["status"] for r in report["results"]} == {"pass"}

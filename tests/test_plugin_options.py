@@ -214,3 +214,112 @@ def test_modules():
     result = proj.runpytest_subprocess("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:xdist",
                                        "-p", "no:anyio")
     result.assert_outcomes(passed=2, skipped=1)
+
+
+# -- engine options -------------------------------------------------------------------------------
+
+
+def record_baselines(proj, *args):
+    proj.runpytest("--joules", "--joules-update-baselines", *args).assert_outcomes(passed=2)
+
+
+def test_engine_options_reach_the_engine(proj):
+    proj.makepyfile(ONE_TEST)
+    record_baselines(proj)
+    result = proj.runpytest("--joules", "--joules-engine-option", "slowdown=1.1")
+    result.assert_outcomes(passed=1, failed=1)  # the fake engine got slowdown=1.1: 10% more energy
+    result.stdout.fnmatch_lines(["*test_chat: energy regression:*delta +10.*%*"])
+
+
+def test_engine_options_from_the_ini_one_per_line(pytester, monkeypatch):
+    proj = project(pytester, monkeypatch, joules_engine_options="\n    slowdown=1.1\n    seed=7", joules_seed="")
+    proj.makepyfile(ONE_TEST)
+    proj.runpytest("--joules", "--joules-update-baselines", "--joules-engine-option", "slowdown=1").assert_outcomes(passed=2)
+    result = proj.runpytest("--joules", "--joules-json", "out.json")  # both ini lines apply
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_chat: energy regression:*delta +*%*"])  # ~10% (another seed's jitter)
+    assert json.loads((proj.path / "out.json").read_text())["results"][0]["seed"] == 7
+
+
+def test_an_engine_option_seed_is_the_session_seed(pytester, monkeypatch):
+    proj = project(pytester, monkeypatch, joules_seed="")  # no seed of the ini's to disagree with
+    proj.makepyfile(ONE_TEST)
+    proj.runpytest("--joules", "--joules-engine-option", "seed=7", "--joules-json", "out.json").assert_outcomes(passed=2)
+    assert json.loads((proj.path / "out.json").read_text())["results"][0]["seed"] == 7  # the prompts follow it too
+
+
+def test_without_a_seed_each_run_draws_one_and_the_header_says_how_to_repeat_it(pytester, monkeypatch):
+    proj = project(pytester, monkeypatch, joules_seed="")
+    proj.makepyfile(ONE_TEST)
+    seeds = []
+    for name in ("a.json", "b.json"):
+        result = proj.runpytest("--joules", "--joules-json", name)
+        result.stdout.fnmatch_lines(["joules: *, seed * (random; --joules-seed * repeats this run), *"])
+        seeds.append(json.loads((proj.path / name).read_text())["results"][0]["seed"])
+    assert seeds[0] != seeds[1]
+    result = proj.runpytest("--joules", "--joules-seed", str(seeds[0]), "--joules-json", "c.json")
+    result.stdout.fnmatch_lines([f"joules: *, seed {seeds[0]}, *"])
+    assert json.loads((proj.path / "c.json").read_text())["results"][0]["seed"] == seeds[0]
+
+
+@pytest.mark.parametrize("item", ["slowdown", "=1.1", ""])
+def test_an_engine_option_without_key_and_value_is_a_usage_error(proj, item):
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules", "--joules-engine-option", item)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--joules-engine-option takes KEY=VALUE (e.g. slowdown=1.1), got '{item}'*"])
+
+
+def test_a_bad_engine_option_in_the_ini_names_the_ini_key(pytester, monkeypatch):
+    proj = project(pytester, monkeypatch, joules_engine_options="\n    slowdown")
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--joules-engine-option takes KEY=VALUE*got 'slowdown'*set by the ini key joules_engine_options in *"])
+
+
+def test_an_unknown_engine_option_fails_the_tests_naming_it_and_the_accepted_ones(proj):
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules", "--joules-engine", "sim", "--joules-engine-option", "bogus=1")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*engine 'sim': unknown sim engine option(s) 'bogus'; the sim*accepts*slowdown*seed*"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--joules-sim-slowdown", "1.1", "--joules-engine-option", "slowdown=1.2"],
+         "--joules-sim-slowdown 1.1 and --joules-engine-option slowdown=1.2 disagree; set the slowdown once"),
+        (["--joules-seed", "3", "--joules-engine-option", "seed=4"],
+         "--joules-seed 3 and --joules-engine-option seed=4 disagree; set the seed once"),
+    ],
+)
+def test_a_flag_and_an_engine_option_of_one_setting_must_agree(proj, args, message):
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_the_slowdown_flag_and_option_may_say_the_same(proj):
+    proj.makepyfile(ONE_TEST)
+    record_baselines(proj)
+    result = proj.runpytest("--joules", "--joules-sim-slowdown", "1.10", "--joules-engine-option", "slowdown=1.1")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_chat: energy regression:*delta +10.*%*"])
+
+
+def test_the_slowdown_flag_with_an_ini_option_that_disagrees_names_the_ini_key(pytester, monkeypatch):
+    proj = project(pytester, monkeypatch, joules_engine_options="slowdown=1.2")
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules", "--joules-sim-slowdown", "1.1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--joules-sim-slowdown 1.1 and the ini key joules_engine_options slowdown=1.2 disagree*"])
+
+
+def test_slowdown_on_a_known_real_engine_is_refused_before_it_is_built(proj):
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules", "--joules-engine", "hf", "--joules-model", "tiny-llama",
+                            "--joules-sim-slowdown", "1.1")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*--joules-sim-slowdown only applies to simulated engines, not 'hf'*"])

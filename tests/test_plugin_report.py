@@ -51,7 +51,7 @@ def test_summary_table_says_simulated_and_shows_every_column(proj):
         [
             "*= joules (SIMULATED) =*",
             "pytest-joules: energy per output token — SIMULATED device*",
-            "*test*n_in*n_out*J/tok*spread*vs base*vs model*verdict*",
+            "*test*n_in*n_out*J/tok*rounds*vs base*vs model*verdict*",
         ]
     )
     # the caption names the device and the engine
@@ -66,7 +66,7 @@ def test_summary_table_says_simulated_and_shows_every_column(proj):
 def test_a_wide_terminal_shows_the_derived_columns_and_a_narrow_one_drops_them(proj, monkeypatch):
     monkeypatch.setenv("COLUMNS", "110")
     result = proj.runpytest("--joules")
-    result.stdout.fnmatch_lines(["*test*n_in*n_out*J/tok*tok/J*avg W*spread*vs base*vs model*verdict*"])
+    result.stdout.fnmatch_lines(["*test*n_in*n_out*J/tok*tok/J*avg W*rounds*spread*vs base*vs model*verdict*"])
     monkeypatch.setenv("COLUMNS", "60")
     result = proj.runpytest("--joules")
     header = next(line for line in result.stdout.lines if "J/tok" in line)

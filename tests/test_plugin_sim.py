@@ -26,7 +26,10 @@ def test_long(joules):
 @pytest.fixture
 def proj(pytester):
     pytester.makeini("[pytest]\naddopts = -p no:benchmark -p no:hypothesispytest -p no:anyio -p no:cacheprovider "
-                     "-W ignore::pytest.PytestAssertRewriteWarning\njoules_model = tiny-gqa\n")
+                     "-W ignore::pytest.PytestAssertRewriteWarning\njoules_model = tiny-gqa\n"
+                     # tiny shapes wait for the host on every step (host-bound, noisy: see
+                     # test_sim_noise.py); these tests are about the plugin, so the device is exact
+                     "joules_engine_options = noise=0\n")
     pytester.makepyfile(test_energy=TESTS)
     return pytester
 
@@ -70,9 +73,13 @@ def test_the_examples_pass_out_of_the_box_and_fail_on_a_slowdown(pytester):
     out = result.stdout.str()
     assert "SIMULATED" in out and "Sweet spots" in out and "session MAPE" in out
     assert " new" not in out  # every example has its committed baseline
+    # realistic noise differs from run to run, like a GPU's: other seeds pass too ...
+    for seed in ("7", "8"):
+        pytester.runpytest(*args, "--joules-seed", seed).assert_outcomes(passed=15)
+    # ... and a 10% slowdown fails every test
     result = pytester.runpytest(*args, "--joules-sim-slowdown", "1.10")
     result.assert_outcomes(failed=15)
-    result.stdout.fnmatch_lines(["*regressions (15):*", "*examples/test_chat.py::test_chat_turn: baseline*delta +10.*"])
+    result.stdout.fnmatch_lines(["*regressions (15):*", "*examples/test_chat.py::test_chat_turn: baseline*delta +*%*"])
     assert {p: p.read_bytes() for p in (ROOT / "baselines").rglob("*.json")} == before
 
 

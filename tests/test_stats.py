@@ -93,13 +93,33 @@ def test_confidence_outside_its_range_is_refused(confidence):
 
 
 # -- two sets of rounds ----------------------------------------------------------------------------
-def test_comparison_is_welch_on_logs():
-    cur = [1.10, 1.12, 1.09]
+def test_a_tight_side_does_not_narrow_the_interval():
+    """Three rounds that agree to 0.1% against a baseline spread over 5%: the interval is as
+    wide as the baseline's spread says, not as narrow as Welch's test would make it."""
+    base = [1.00, 1.06, 0.95, 1.03, 0.97, 1.05]
+    cur = [1.060, 1.061, 1.059]
+    ours = stats.compare_rounds(cur, base)
+    welch = sps.ttest_ind(np.log(cur), np.log(base), equal_var=False)
+    assert welch.pvalue < 0.2 and ours.p_value > welch.pvalue
+    assert not ours.significant
+
+
+def test_comparison_is_a_t_test_on_logs_with_the_larger_spread():
     base = [1.00, 1.01, 0.99, 1.02]
+    cur = [1.10, 1.12, 1.09]
     c = stats.compare_rounds(cur, base)
-    ref = sps.ttest_ind(np.log(cur), np.log(base), equal_var=False)
-    assert c.p_value == pytest.approx(ref.pvalue)
-    assert c.df == pytest.approx(ref.df)
+    # both sides take the larger variance (here the baseline's), with its degrees of freedom
+    var = max(np.var(np.log(cur), ddof=1), np.var(np.log(base), ddof=1))
+    vc, vb = var / 3, var / 4
+    se = math.sqrt(vc + vb)
+    df = (vc + vb) ** 2 / (vc**2 / 2 + vb**2 / 3)  # Welch-Satterthwaite on the floored variances
+    diff = np.mean(np.log(cur)) - np.mean(np.log(base))
+    assert c.p_value == pytest.approx(2 * sps.t.sf(abs(diff) / se, df))
+    assert c.df == pytest.approx(df)
+    # equal spreads: exactly Welch's test
+    same = stats.compare_rounds([1.1 * b for b in base], base)
+    ref = sps.ttest_ind(np.log([1.1 * b for b in base]), np.log(base), equal_var=False)
+    assert same.p_value == pytest.approx(ref.pvalue) and same.df == pytest.approx(ref.df)
     assert c.method == stats.TEST_WELCH
     assert c.delta == pytest.approx(1.10 / 1.005 - 1)
     assert c.significant

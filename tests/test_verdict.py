@@ -44,7 +44,7 @@ def test_a_ten_percent_shift_with_small_noise_fails_even_with_three_rounds():
     v = verdicts[0]
     assert v.failed
     assert v.ci_low > 0 and v.p_value < 0.05 and v.delta > 0.05
-    assert "significant" in v.detail and "Welch" in v.detail
+    assert "significant" in v.detail and "t-test on log J/token" in v.detail
     assert "regression: J/output-token baseline" in v.message()
 
 
@@ -70,7 +70,7 @@ def test_noise_only_never_flags_a_regression_across_many_runs():
     assert three.count(NOISY) > 40  # 3 rounds at 2% often cannot resolve 5%: said, not hidden
     five = [judge(rounds(s, 5, 1.0, 0.02), rounds(500 + s, 5, 1.0, 0.02), 0.05).status for s in range(200)]
     assert five.count(REGRESSION) == 0
-    assert five.count(PASS) >= 195  # 5 rounds resolve it
+    assert five.count(PASS) >= 185  # 5 rounds mostly resolve it (both sides use the larger spread)
 
 
 # -- improvements are symmetric ----------------------------------------------------------------------
@@ -104,7 +104,8 @@ def test_one_current_round_is_tested_against_the_baseline_spread():
 
 
 def test_two_rounds_a_side_are_usually_too_few_to_resolve_five_percent():
-    v = judge(rounds(10, 2, 1.0, 0.01), rounds(11, 2, 1.0, 0.01), 0.05)
+    # 2 vs 2 rounds leave 2 degrees of freedom (t = 4.3): 2% noise cannot resolve 5%
+    v = judge(rounds(10, 2, 1.0, 0.02), rounds(11, 2, 1.0, 0.02), 0.05)
     assert v.status == NOISY
 
 

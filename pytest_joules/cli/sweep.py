@@ -46,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--meter", default=None, help="registered meter name (default: the engine's own, e.g. sim, nvml)")
     p.add_argument("--meter-option", action="append", default=[], metavar="KEY=VALUE",
                    help="meter setting, repeatable (nvml: min_window_s, idle_s, devices=all; see docs/hardware.md)")
+    p.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="engine setting, repeatable (sim: runtime, noise, slowdown, seed; hf: device, dtype; "
+                        "trtllm: tensor_parallel_size)")
     p.add_argument("--model", default=None, help="architecture (sim: e.g. Llama-3.1-8B) or checkpoint/engine path")
     p.add_argument("--gpu", default=None, help="simulated GPU (sim only: H100-SXM, H100-PCIe, H200, A100-SXM-80GB)")
     p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's, bf16 for the sim)")
@@ -56,7 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=positive_int, default=3, help="measured rounds per point (default 3)")
     p.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs before the rounds (default 1)")
     p.add_argument("--min-window-s", type=seconds, default=None, help="shortest measurement window (default: the meter's)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of prompts and of the sim's noise (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="seed of prompts and of the sim's noise (default: a new one each run; the results record it)")
     p.add_argument("--sim-slowdown", type=positive_float, default=None, metavar="X", help="sim only: make every step X times slower (1.1 = a 10%% regression)")
     p.add_argument("--skip-invalid", action="store_true", help="skip grid points beyond the model's positions instead of failing")
     p.add_argument("--out", metavar="results.json", help="write the results JSON (read by `joules fit` and `joules compare`)")
@@ -66,17 +69,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.engine == "sim":
-        options: dict[str, Any] = {"seed": args.seed}
+    """--engine-option with --seed and --sim-slowdown merged in; a flag and an option of the same
+    setting must agree. The seed is always there (the prompts take it too), as in the plugin."""
+    from ..engines.base import parse_engine_options
+
+    if args.engine != "sim":
         if args.sim_slowdown is not None:
-            options["slowdown"] = args.sim_slowdown
-        return options
-    if args.sim_slowdown is not None:
-        raise ConfigError(f"--sim-slowdown applies to the sim engine only, not to --engine {args.engine}")
-    if args.gpu is not None:
-        raise ConfigError(f"--gpu picks the simulated GPU (sim engine only), not one for --engine {args.engine}; "
-                          "choose a real GPU with CUDA_VISIBLE_DEVICES")
-    return {}
+            raise ConfigError(f"--sim-slowdown applies to the sim engine only, not to --engine {args.engine}")
+        if args.gpu is not None:
+            raise ConfigError(f"--gpu picks the simulated GPU (sim engine only), not one for --engine {args.engine}; "
+                              "choose a real GPU with CUDA_VISIBLE_DEVICES")
+    options = parse_engine_options(args.engine_option, "--engine-option")
+    for key, flag, value in (("seed", "--seed", args.seed), ("slowdown", "--sim-slowdown", args.sim_slowdown)):
+        if value is None:
+            continue
+        if key in options and options[key] != value:
+            raise ConfigError(f"{flag} {value} and --engine-option {key}={options[key]} disagree; set the {key} once")
+        options[key] = value
+    if "seed" not in options:  # like the plugin: a new seed each run unless told (results record it)
+        from ..options import random_seed
+
+        options["seed"] = random_seed()
+    seed = options["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"--engine-option seed must be a non-negative integer, got {seed!r}")
+    return options
 
 
 def _grid(args: argparse.Namespace, max_positions: int | None, model: str) -> tuple[list[tuple[int, int]], list[str]]:
@@ -99,7 +116,8 @@ def _grid(args: argparse.Namespace, max_positions: int | None, model: str) -> tu
     return kept, [f"skipped {len(beyond)} point(s) beyond {model}'s {max_positions} positions: {named}"]
 
 
-def _measure_grid(engine: Any, meter: Any, args: argparse.Namespace, grid: list[tuple[int, int]], err_console: Any) -> list[Any]:
+def _measure_grid(engine: Any, meter: Any, args: argparse.Namespace, grid: list[tuple[int, int]], seed: int,
+                  err_console: Any) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..measure import measure
@@ -110,7 +128,7 @@ def _measure_grid(engine: Any, meter: Any, args: argparse.Namespace, grid: list[
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("sweep", total=len(grid))
         for n_in, n_out in grid:
-            workload = Workload(n_in, n_out, requests=args.requests, max_batch_size=args.max_batch_size, seed=args.seed)
+            workload = Workload(n_in, n_out, requests=args.requests, max_batch_size=args.max_batch_size, seed=seed)
             progress.update(task, description=f"n_in={n_in} n_out={n_out}")
             results.append(
                 measure(engine, meter, workload, rounds=args.rounds, warmup=args.warmup,
@@ -181,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out:
         _check_writable(args.out)  # before a sweep that may take hours, not after it
-    spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=_engine_options(args))
+    options = _engine_options(args)
+    spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=options)
     engine = registry.make_engine(spec)
     err_console = Console(stderr=True)
     try:
@@ -190,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         meter_options = parse_options(args.meter_option, "--meter-option")
         meter = registry.make_meter(MeterSpec(args.meter or engine.default_meter, meter_options), engine)
         try:
-            measurements = _measure_grid(engine, meter, args, grid, err_console)
+            measurements = _measure_grid(engine, meter, args, grid, options["seed"], err_console)
         finally:
             meter.close()
         simulated = bool(engine.simulated)

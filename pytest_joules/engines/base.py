@@ -8,7 +8,7 @@ so the plugin builds each engine once per session.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..workload import EngineRun, Workload
 
@@ -65,3 +65,32 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release the model and device memory."""
+
+
+def parse_engine_options(items: list[str] | None, option: str) -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` strings (``--joules-engine-option slowdown=1.1``) -> the engine's options.
+
+    The meters' parser converts the values (numbers become int or float); the format check
+    comes first so the error shows an engine example, not a meter one.
+    """
+    from ..errors import ConfigError
+    from ..meters.base import parse_options
+
+    texts = [str(item) for item in items or []]
+    for text in texts:
+        key, sep, _ = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} takes KEY=VALUE (e.g. slowdown=1.1), got {text!r}")
+    return parse_options(texts, option)
+
+
+def reject_unknown_options(engine: str, options: Mapping[str, Any], accepted: Sequence[str]) -> None:
+    """ConfigError naming every option `engine` does not take: a typo must not be ignored silently."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"unknown {engine} engine option(s) {', '.join(map(repr, unknown))}; "
+            f"the {engine} engine accepts {', '.join(accepted)}"
+        )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from ..workload import EngineRun, Workload
-from .base import DeviceRef, EngineSpec
+from .base import DeviceRef, EngineSpec, reject_unknown_options
 from .prompts import random_prompts
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ INSTALL_HINT = "pip install 'pytest-joules[hf]' (transformers and torch)"
 _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
            "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
 _SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+#: engine options (--joules-engine-option); `seed` picks the random weights of a named architecture
+OPTIONS = ("device", "dtype", "seed")
 
 
 _FAMILIES = ("llama", "qwen2", "gemma-2", "falcon", "granite", "opt")
@@ -92,7 +94,7 @@ def build_config(shape: Architecture) -> Any:
 
 
 def _dtype_name(spec: EngineSpec, cuda: bool) -> str:
-    raw = spec.dtype or spec.options.get("dtype")
+    raw = spec.options.get("dtype") or spec.dtype  # the engine option is the more specific setting
     if raw is None:
         return "bfloat16" if cuda else "float32"
     try:
@@ -286,6 +288,7 @@ def _load(spec: EngineSpec, torch: Any, transformers: Any, device: str, dtype: s
 
 
 def create(spec: EngineSpec) -> HFEngine:
+    reject_unknown_options("hf", spec.options, OPTIONS)  # before importing torch: a typo fails on any machine
     torch, transformers = _import()
     device = _choose_device(torch, spec)
     dtype = _dtype_name(spec, device.startswith("cuda"))

@@ -28,10 +28,13 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from ..workload import EngineRun, Workload
-from .base import DeviceRef, EngineSpec
+from .base import DeviceRef, EngineSpec, reject_unknown_options
 from .prompts import random_prompts
 
 INSTALL_HINT = "install pytest-joules[trtllm] (tensorrt-llm>=1.2,<1.3, which still loads engine dirs)"
+#: engine options (--joules-engine-option); `seed` is accepted because the plugin always passes it
+#: (the prompts take theirs from the workload)
+OPTIONS = ("tensor_parallel_size", "max_batch_size", "end_id", "vocab_size", "seed")
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,9 @@ def installed() -> bool:
 def build(spec: EngineSpec, api_loader: Callable[[], TrtllmApi] = load_api,
           gpu_count: Callable[[], int] = cuda_gpu_count) -> TrtllmEngine:
     """`create` with its seams open. Checks run cheapest and most fundamental first, so a
-    machine without the package or a GPU gets EngineUnavailable (a skip), whatever the path."""
+    machine without the package or a GPU gets EngineUnavailable (a skip), whatever the path.
+    Options come first of all: a typo in them is wrong on every machine, so it fails everywhere."""
+    opts = _options(spec)
     if not installed():
         raise EngineUnavailable(f"tensorrt_llm is not installed; {INSTALL_HINT}")
     gpus = gpu_count()
@@ -320,8 +325,7 @@ def build(spec: EngineSpec, api_loader: Callable[[], TrtllmApi] = load_api,
         raise EngineUnavailable("the trtllm engine needs an NVIDIA GPU and CUDA; none is visible here")
     model = inspect_model_dir(spec.model)
     api = api_loader()
-    opts = dict(spec.options)
-    tp = int(opts.get("tensor_parallel_size", 1))
+    tp = opts["tensor_parallel_size"]
     if tp > gpus:
         raise EngineUnavailable(f"tensor_parallel_size {tp} needs {tp} GPUs; {gpus} visible")
     max_batch = opts.get("max_batch_size")
@@ -360,6 +364,21 @@ def build(spec: EngineSpec, api_loader: Callable[[], TrtllmApi] = load_api,
         raise EngineUnavailable(f"tensorrt_llm could not load {model.path}: {type(exc).__name__}: {exc}") from None
     return TrtllmEngine(api, llm, model, dtype if model.kind == "checkpoint" else _engine_dtype(model),
                         max_batch, end_id, int(vocab), min(gpus, tp))
+
+
+def _options(spec: EngineSpec) -> dict[str, Any]:
+    """The engine options, checked: ConfigError for an unknown key or a bad tensor_parallel_size."""
+    opts = dict(spec.options)
+    reject_unknown_options("trtllm", opts, OPTIONS)
+    tp = opts.get("tensor_parallel_size", 1)
+    try:
+        number = None if isinstance(tp, (bool, float)) else int(tp)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 1:
+        raise ConfigError(f"trtllm engine option tensor_parallel_size must be a positive integer (GPUs to shard over), got {tp!r}")
+    opts["tensor_parallel_size"] = number
+    return opts
 
 
 def _engine_dtype(model: ModelDir) -> str:

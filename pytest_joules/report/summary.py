@@ -40,13 +40,18 @@ COLUMNS = [
     ("n_in", "right", 0),
     ("n_out", "right", 0),
     ("J/tok", "right", 0),
-    ("tok/J", "right", 100),
+    ("tok/J", "right", 110),
     ("avg W", "right", 92),
-    ("spread", "right", 80),
+    ("rounds", "right", 80),
+    ("spread", "right", 86),
     ("vs base", "right", 0),
     ("vs model", "right", 72),
     ("verdict", "left", 0),
 ]
+
+
+#: marks the J/tok of a reading whose GPU mostly waited for the host (explained below the table)
+HOST_BOUND_MARK = "‡"
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -113,9 +118,10 @@ def measurements_table(records: list[dict[str, Any]], width: int) -> Table:
             "test": _label(r),
             "n_in": str(r.get("n_in")),
             "n_out": str(r.get("n_out")),
-            "J/tok": _num(r.get("j_per_out_token"), ".4g"),
+            "J/tok": _num(r.get("j_per_out_token"), ".4g") + (HOST_BOUND_MARK if r.get("host_bound") else ""),
             "tok/J": _num(r.get("tokens_per_joule"), ".4g"),
             "avg W": _num(r.get("avg_watts"), ".0f"),
+            "rounds": str(len(r.get("rounds") or [])),
             "spread": _num(r.get("spread"), ".1%"),
             "vs base": _delta(r),
             "vs model": _model_error(r),
@@ -193,7 +199,14 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
                     lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}")
     lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow",
-                    lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}")
+                    lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}"
+                    + (f" (stopped: {r['rounds_stopped']})" if r.get("rounds_stopped") else ""))
+    host_bound = [r for r in records if r.get("host_bound")]
+    if host_bound:
+        from ..measurement import HOST_BOUND_FIX
+
+        lines += _lines(f"{HOST_BOUND_MARK} host-bound: {HOST_BOUND_FIX}", host_bound, "yellow",
+                        lambda r: f"{r.get('key')}: GPU busy {r['gpu_util']:.0%} of the window")
     if verbosity >= 0:
         lines += _lines("improvements", by(V.IMPROVED), "bold green", _change)
         lines += _lines("new (no baseline yet; record with --joules-update-baselines)",
