@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..workload import EngineRun, Workload
-from .base import DeviceRef, EngineSpec
+from .base import DeviceRef, EngineSpec, reject_unknown_options
 
 DEFAULT_MODEL = "Llama-3.1-8B"
 DEFAULT_GPU = "H100-SXM"
@@ -79,11 +79,7 @@ class SimEngine:
 
 def create(spec: EngineSpec) -> SimEngine:
     options = dict(spec.options or {})
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(
-            f"unknown sim engine option(s) {', '.join(map(repr, unknown))}; the sim accepts {', '.join(OPTIONS)}"
-        )
+    reject_unknown_options("sim", options, OPTIONS)
     slowdown = _number(options, "slowdown", 1.0, float)
     if not slowdown > 0 or slowdown == float("inf"):
         raise ConfigError(f"sim slowdown must be a positive number (1.0 = normal, 1.1 = 10% slower), got {slowdown!r}")

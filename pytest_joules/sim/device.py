@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..workload import Workload
 from .architectures import Architecture
 from .gpus import GPU
-from .noise import HostState, draw_run, hiccups
+from .noise import HostState, draw_run, hiccups, session_power
 from .physics import StepModel
 from .runtime import DEFAULT_RUNTIME, get_runtime
 
@@ -122,6 +122,7 @@ class SimDevice:
         self.energy_j = 0.0
         self.busy_s = 0.0  # seconds the GPU ran kernels (NVML's utilisation counts these)
         self.runs = 0
+        self.power_factor = session_power(self.seed, self.noise)
         self.counter_phase_s = float(np.random.default_rng([self.seed, 7919]).uniform(0, COUNTER_PERIOD_S))
         self._segments: list[tuple[float, float, float, float]] = []  # (t0, t1, e0, e1)
         self._idle_tail = False  # the last segment is idle time
@@ -157,7 +158,7 @@ class SimDevice:
         """Idle time: the GPU waits with its clocks up (a meter polling its counter, a host pause)."""
         if seconds <= 0:
             return
-        self._advance(seconds, self.model.waiting_watts * seconds, 0.0, idle=True)
+        self._advance(seconds, self.model.waiting_watts * self.power_factor * seconds, 0.0, idle=True)
         if self._current is not None:
             self._current.host.wait(seconds)
 
@@ -230,7 +231,7 @@ class SimDevice:
         seconds += stall
         # kernels: the physics' energy, stretched by k at a power varied by the draw; waiting:
         # every other second of the run at the power of a GPU with nothing to do
-        joules = cost.joules * k * draw.gpu_power + self.model.waiting_watts * (seconds - busy)
+        joules = (cost.joules * k * draw.gpu_power + self.model.waiting_watts * (seconds - busy)) * self.power_factor
         self._advance(seconds, joules, busy)
         t_scale = seconds / cost.seconds if cost.seconds else 1.0
         e_scale = joules / cost.joules if cost.joules else 1.0

@@ -11,7 +11,8 @@ hardly changed. So the host sets the pace, and its speed has states. Modelled he
   on too.
 - per run: a heavy-tailed (Student-t, 3 degrees of freedom) jitter of the host time, and hiccups
   (Poisson in time, exponential lengths) during which the GPU waits;
-- per run, on the GPU: its kernel time and its power vary a little (clocks, temperature).
+- per run, on the GPU: its kernel time and its power vary a little (clocks, temperature);
+- per session: the power of the same work is offset a little (`session_power`).
 
 `noise` scales every magnitude: 0 makes the device exact, 1 is realistic, 2 twice as noisy.
 """
@@ -34,6 +35,11 @@ JITTER_DF = 3
 #: data cannot show it under the host's noise (docs/simulator.md)
 GPU_TIME_SIGMA = 0.004
 GPU_POWER_SIGMA = 0.003
+#: per session (a new SimDevice): the board's power for the same work differs a little from one
+#: run of the suite to the next (temperature and so leakage, ambient, the board's own state). An
+#: assumption too: rounds within a session cannot see it, so it tests that a gate tolerates an
+#: offset its rounds did not measure
+SESSION_POWER_SIGMA = 0.01
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,13 @@ def draw_run(rng: np.random.Generator, noise: float) -> RunDraw:
         gpu_time=float(np.exp(gpu_t * GPU_TIME_SIGMA * noise)),
         gpu_power=float(np.exp(gpu_p * GPU_POWER_SIGMA * noise)),
     )
+
+
+def session_power(seed: int, noise: float) -> float:
+    """The power factor of one session (one device), drawn from the device's seed."""
+    if noise <= 0:
+        return 1.0
+    return float(np.exp(np.random.default_rng([seed, 104729]).normal(0.0, SESSION_POWER_SIGMA * noise)))
 
 
 def hiccups(rng: np.random.Generator, noise: float, seconds: float, rate_per_s: float, mean_s: float) -> float:
