@@ -16,6 +16,7 @@ from .fixtures import _joules_point, joules, joules_engine, joules_meter, trtllm
 from .fixtures import SKIP_REASON
 
 WORKER_KEY = "pytest_joules"
+SEED_KEY = "pytest_joules_seed"
 
 
 def _state(config: pytest.Config) -> Any:
@@ -45,6 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_workers(config, opts.engine)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if _is_worker(config) and not opts.seed_given and SEED_KEY in config.workerinput:
+        # one drawn seed for the whole run, so the header's "--joules-seed N" repeats it under xdist too
+        import dataclasses
+
+        opts = dataclasses.replace(opts, seed=int(config.workerinput[SEED_KEY]))
     state = session.JoulesSession(opts)
     if _is_worker(config):
         state.worker = (config.workerinput["workerid"], int(config.workerinput["workercount"]))
@@ -119,6 +125,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state.write_exports()  # the controller only: workers returned above
     if (state.json_error or state.export_errors) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand this run's seed to each worker (see pytest_configure)."""
+    state = _state(node.config)
+    if state is not None:
+        node.workerinput[SEED_KEY] = state.options.seed
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -172,7 +172,7 @@ def judge(
     if c.resolution > tolerance:  # type: ignore[operator]
         detail = (
             f"too noisy to judge a {tolerance:.2%} change: these rounds resolve only +/-{c.resolution:.2%} "
-            f"({_evidence(c)}); measure more rounds or longer windows"
+            f"({_evidence(c)}); measure more rounds (a larger --joules-max-seconds) or make the engine quieter"
         )
         return Verdict(NOISY, detail=detail, **common)  # type: ignore[arg-type]
     if up or down:

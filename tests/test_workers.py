@@ -194,3 +194,17 @@ def test_rapl_is_refused_when_several_workers_share_the_cpu_package(fake_registr
             state.devices()
     else:
         assert state.devices()[1].name == "rapl"
+
+
+@pytest.mark.slow
+def test_workers_share_the_runs_drawn_seed(pytester, monkeypatch):
+    """Without --joules-seed the controller draws one seed for the run and every worker uses it,
+    so the header's `--joules-seed N` repeats the whole run under xdist too."""
+    p = project(pytester, monkeypatch, joules_seed="")
+    p.makepyfile(test_gpu="import json\n" + RECORDING)
+    result = p.runpytest_subprocess("--joules", "-n", "2", "--joules-json", "out.json")
+    result.assert_outcomes(passed=6)
+    header = next(line for line in result.stdout.lines if "(random; --joules-seed" in line)
+    seed = int(header.split("(random; --joules-seed ")[1].split(" ")[0])
+    seeds = {r["seed"] for r in json.loads((p.path / "out.json").read_text())["results"]}
+    assert seeds == {seed}
