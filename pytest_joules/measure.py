@@ -1,8 +1,9 @@
 """The one measurement path, shared by the plugin and `joules sweep`.
 
 Per round: sync the device, open the meter's window, run the workload back to back until the
-window lasts at least the meter's minimum, sync, close the window. Warm-up runs come first and
-are never measured (they load kernels and fill caches).
+window lasts at least the meter's minimum, sync, close the window. An engine's optional
+`prepare(workload)` (compilation, CUDA-graph capture) and the warm-up runs come first and are
+never measured (they load kernels and fill caches).
 """
 
 from __future__ import annotations
@@ -50,14 +51,15 @@ def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: fl
     for run in runs:
         for key, value in run.phases.items():
             phases[key] = phases.get(key, 0.0) + value / len(runs)
+    spoiled = list(dict.fromkeys(p for run in runs for p in run.problems))
     return Round(
         joules=reading.total_joules,
         seconds=reading.seconds,
         reps=len(runs),
         output_tokens=sum(r.total_output_tokens for r in runs),
         input_tokens=sum(sum(r.input_tokens) for r in runs),
-        valid=reading.valid and reading.joules is not None,
-        problems=list(reading.problems),
+        valid=reading.valid and reading.joules is not None and not spoiled,
+        problems=list(reading.problems) + spoiled,
         info=dict(reading.info),
         phases=phases,
     )
@@ -79,6 +81,9 @@ def measure(
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     workload.check_positions(engine.max_positions, engine.kind)
+    prepare = getattr(engine, "prepare", None)  # optional in the Engine protocol
+    if prepare is not None:
+        prepare(workload)
     for _ in range(warmup):
         engine.run(workload).verify(workload, engine.kind)
     window = meter.min_window_s if min_window_s is None else min_window_s

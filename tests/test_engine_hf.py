@@ -159,7 +159,7 @@ def test_unknown_engine_options_are_refused_before_loading_anything(monkeypatch)
     monkeypatch.setattr(hf, "_import", lambda: pytest.fail("imported torch for a spec it refuses"))
     with pytest.raises(ConfigError) as exc:
         hf.create(EngineSpec("hf", model="tiny-llama", options={"x": 1, "seed": 0}))
-    assert str(exc.value) == "unknown hf engine option(s) 'x'; the hf engine accepts device, dtype, seed"
+    assert str(exc.value) == "unknown hf engine option(s) 'x'; the hf engine accepts device, dtype, seed, runtime"
 
 
 def test_the_dtype_engine_option_overrides_the_specs_dtype():
@@ -243,16 +243,18 @@ def test_plugin_runs_hf_tiny_llama_with_meter_none(pytester):
 
         @pytest.mark.energy(n_in=8, n_out=4, requests=2)
         def test_tiny(joules):
-            m = joules()
-            assert m.dry_run
-            assert [r.output_tokens for r in m.rounds] == [8] * len(m.rounds)
+            joules()
+            raise AssertionError("a dry run skips after the token check: never reached")
         """
     )
     result = pytester.runpytest_inprocess(
         "--joules", "--joules-engine", "hf", "--joules-model", "tiny-llama",
-        "--joules-meter", "none", "--joules-rounds", "1",
+        "--joules-meter", "none", "--joules-rounds", "1", "--joules-json", "out.json", "-rs",
     )
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*dry run: no energy read (meter 'none'): token counts checked*"])
+    (r,) = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert r["verdict"]["status"] == "dry-run" and [x["output_tokens"] for x in r["rounds"]] == [8] * len(r["rounds"])
 
 
 class _Counting:

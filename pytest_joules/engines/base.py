@@ -3,6 +3,10 @@
 An engine is built by a factory registered through the `joules_engines` hook (see
 `pytest_joules.hookspecs`): ``factory(spec: EngineSpec) -> Engine``. Building it may load a model,
 so the plugin builds each engine once per session.
+
+An engine may also offer ``prepare(workload) -> None``: one-time work for a workload's shapes
+(compilation, CUDA-graph capture) that `measure` runs before the warm-up, outside any window. It
+is optional, so it is not part of the `Engine` protocol that `isinstance` checks.
 """
 
 from __future__ import annotations

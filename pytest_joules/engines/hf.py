@@ -9,16 +9,22 @@ EOS is disabled and `min_new_tokens = max_new_tokens = n_out`, so every request 
 exactly n_out tokens; requests run in batches of at most `max_batch_size`. CUDA when present
 (synchronized at the window edges), CPU otherwise. torch and transformers are imported only in
 `create`, so listing engines stays cheap.
+
+Engine option `runtime` (hf_runtime.py): `graphs`, the default on CUDA, decodes with a static KV
+cache and CUDA graphs; `eager` is plain `generate`, the default on the CPU. Where graphs cannot
+work the engine runs eager and says why in its identity (`runtime_note`) and in a warning.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from ..workload import EngineRun, Workload
+from . import hf_runtime as R
 from .base import DeviceRef, EngineSpec, reject_unknown_options
 from .prompts import random_prompts
 
@@ -33,7 +39,9 @@ _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float
            "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
 _SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 #: engine options (--joules-engine-option); `seed` picks the random weights of a named architecture
-OPTIONS = ("device", "dtype", "seed")
+OPTIONS = ("device", "dtype", "seed", "runtime")
+#: the workload of the graphs probe at load time: short, but long enough to replay a CUDA graph
+PROBE = Workload(n_in=8, n_out=4, requests=1)
 
 
 _FAMILIES = ("llama", "qwen2", "gemma-2", "falcon", "granite", "opt")
@@ -105,11 +113,7 @@ def _dtype_name(spec: EngineSpec, cuda: bool) -> str:
 
 def _dtype_kwarg(transformers_version: str) -> str:
     """transformers renamed `torch_dtype` to `dtype` in 4.56 (and 5.x drops the old name)."""
-    parts = []
-    for piece in transformers_version.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return "dtype" if tuple(parts) >= (4, 56) else "torch_dtype"
+    return "dtype" if R.version_tuple(transformers_version) >= (4, 56) else "torch_dtype"
 
 
 class HFEngine:
@@ -117,7 +121,7 @@ class HFEngine:
     simulated = False
 
     def __init__(self, model: Any, model_name: str, torch_mod: Any, device: str, dtype: str,
-                 versions: dict[str, str], default_meter: str) -> None:
+                 versions: dict[str, str], default_meter: str, runtime: str | None = None) -> None:
         self._model = model
         self._torch = torch_mod
         self._device = device
@@ -137,13 +141,90 @@ class HFEngine:
         self._special = {s for s in self._special if isinstance(s, int)}
         self._pad = next((s for s in (getattr(cfg, "pad_token_id", None),) if isinstance(s, int)), 0)
         self._prompt_cache: dict[tuple[int, int, int], Any] = {}
+        self._cache_len: int | None = None  # the static cache's length of the last generate
+        self._prepared: set[tuple[int, int, int]] = set()
+        self.runtime = self._choose_runtime(runtime)
 
     # -- protocol -----------------------------------------------------------------------------
     def identity(self) -> dict[str, str]:
         # torch's kernels change energy as much as transformers' code: both key a baseline
         version = f"transformers {self._versions['transformers']}, torch {self._versions['torch']}"
-        return {"kind": "hf", "model": self._model_name, "dtype": _SHORT[self._dtype],
-                "version": version, "device": self._device.split(":")[0]}
+        ident = {"kind": "hf", "model": self._model_name, "dtype": _SHORT[self._dtype],
+                 "version": version, "device": self._device.split(":")[0], "runtime": self.runtime.name}
+        if self.runtime.note:
+            ident["runtime_note"] = self.runtime.note
+        return ident
+
+    # -- runtime ------------------------------------------------------------------------------
+    def _choose_runtime(self, asked: str | None) -> R.Runtime:
+        """The runtime to run: `asked` (default graphs on CUDA, eager on the CPU) when it works here,
+        else eager with the reason. graphs is tried on a short generate, so a model or a torch
+        that cannot compile is found at load time, before any measurement."""
+        cuda = self._device.startswith("cuda")
+        name = asked or ("graphs" if cuda else "eager")
+        if name == "eager":
+            return R.Runtime("eager")
+        reason = R.compile_unavailable(self._versions["transformers"], self._torch, cuda)
+        if reason is None:
+            candidate = R.Runtime("graphs", compile=cuda, note="" if cuda else (
+                "CPU: static KV cache without torch.compile (CUDA graphs need a GPU)"))
+            if cuda:
+                R.raise_recompile_limit(self._torch)
+            reason = self._probe(candidate)
+            if reason is None:
+                return candidate
+        warnings.warn(f"hf engine: runtime=graphs does not work here, running eager: {reason}", stacklevel=2)
+        return R.Runtime("eager", note=f"graphs unavailable: {reason}")
+
+    def _probe(self, runtime: R.Runtime) -> str | None:
+        """Run PROBE twice with `runtime`; why it failed, or None."""
+        self.runtime = runtime
+        skips = R.cudagraph_skips()
+        try:
+            for _ in range(2):
+                self._generate(self.prompts(PROBE), PROBE.n_out)
+        except Exception as exc:  # any failure of static cache or compilation means: not here
+            if runtime.compile:
+                self._torch._dynamo.reset()
+            return R.first_line(exc)
+        finally:
+            self._cache_len = None
+        if runtime.compile and not hasattr(self._model, "_compiled_call"):
+            return "transformers did not compile the decode step (its conditions for compiling were not met)"
+        self._note_cudagraph_skips(skips)
+        return None
+
+    def _note_cudagraph_skips(self, before: int) -> None:
+        """Compiled, but without CUDA graphs: inductor only logs why. Say it in the runtime's note."""
+        skipped = R.cudagraph_skips() - before
+        if self.runtime.compile and skipped > 0 and "without CUDA graphs" not in self.runtime.note:
+            self.runtime.note = (f"torch.compile ran {skipped} graph(s) without CUDA graphs (TORCH_LOGS=perf_hints "
+                                 "says why): compiled kernels, but a launch per kernel")
+
+    def prepare(self, workload: Workload) -> None:
+        """Compile and capture every batch shape of `workload` (graphs; nothing to do eager).
+        measure() calls this before the warm-up runs, outside any measured window."""
+        if self.runtime.name != "graphs":
+            return
+        workload.check_positions(self.max_positions, self.kind)
+        ids = self.prompts(workload)
+        batch = workload.max_batch_size or workload.requests
+        sizes = sorted({min(batch, workload.requests - start) for start in range(0, workload.requests, batch)})
+        skips = R.cudagraph_skips()
+        for size in sizes:
+            key = (size, workload.n_in, workload.n_out)
+            if key in self._prepared:
+                continue
+            try:
+                for _ in range(2):  # a CUDA graph is recorded on a shape's second call
+                    self._generate(ids[:size], workload.n_out)
+            except Exception as exc:
+                raise EngineUnavailable(
+                    f"hf engine: runtime=graphs failed to prepare {workload.label()} at batch {size}: "
+                    f"{R.first_line(exc)}; use --joules-engine-option runtime=eager"
+                ) from None
+            self._prepared.add(key)
+        self._note_cudagraph_skips(skips)
 
     def prompts(self, workload: Workload) -> Any:
         """The prompt ids for a workload, as a (requests, n_in) tensor; built once per workload."""
@@ -161,15 +242,12 @@ class HFEngine:
         outs_in: list[int] = []
         outs_out: list[int] = []
         sizes: list[int] = []
+        compiled_before = R.compiles() if self.runtime.compile else 0
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in range(0, workload.requests, batch):
                 chunk = ids[start:start + batch]
-                out = self._model.generate(
-                    input_ids=chunk,
-                    attention_mask=torch.ones_like(chunk),
-                    generation_config=self._generation_config(workload.n_out),
-                )
+                out = self._generate(chunk, workload.n_out)
                 if out.shape[0] != chunk.shape[0] or not torch.equal(out[:, : chunk.shape[1]], chunk):
                     raise WorkloadMismatch(f"engine 'hf': generate did not return the prompts it was given ({self._model_name})")
                 sizes.append(int(chunk.shape[0]))
@@ -177,8 +255,20 @@ class HFEngine:
                 outs_out += [int(out.shape[1] - chunk.shape[1])] * int(out.shape[0])
         self.sync()
         seconds = time.perf_counter() - t0
+        problems = []
+        if self.runtime.compile and R.compiles() > compiled_before:
+            problems.append("torch compiled the decode step inside this run (a shape prepare() did not "
+                            "see): its time and energy include the compilation")
         return EngineRun(input_tokens=outs_in, output_tokens=outs_out, seconds=seconds,
-                         info={"batches": sizes, "device": self._device})
+                         info={"batches": sizes, "device": self._device, "runtime": self.runtime.name},
+                         problems=problems)
+
+    def _generate(self, ids: Any, n_out: int) -> Any:
+        if self.runtime.name == "graphs":
+            self._cache_len = R.fit_cache(self._model, ids.shape[1] + n_out, self._cache_len)
+        with self._torch.inference_mode():
+            return self._model.generate(input_ids=ids, attention_mask=self._torch.ones_like(ids),
+                                        generation_config=self._generation_config(n_out))
 
     def _generation_config(self, n_out: int) -> Any:
         from transformers import GenerationConfig
@@ -186,7 +276,8 @@ class HFEngine:
         # A fresh config: nothing from the checkpoint (eos ids, sampling, stop strings) can end
         # generation early; with no EOS and min = max, every row is exactly n_out tokens long.
         return GenerationConfig(max_new_tokens=n_out, min_new_tokens=n_out, do_sample=False,
-                                num_beams=1, eos_token_id=None, pad_token_id=self._pad, use_cache=True)
+                                num_beams=1, eos_token_id=None, pad_token_id=self._pad, use_cache=True,
+                                **R.generation_kwargs(self.runtime))
 
     def sync(self) -> None:
         if self._device.startswith("cuda"):
@@ -289,13 +380,14 @@ def _load(spec: EngineSpec, torch: Any, transformers: Any, device: str, dtype: s
 
 def create(spec: EngineSpec) -> HFEngine:
     reject_unknown_options("hf", spec.options, OPTIONS)  # before importing torch: a typo fails on any machine
+    runtime = R.parse_runtime(spec.options.get("runtime"))
     torch, transformers = _import()
     device = _choose_device(torch, spec)
     dtype = _dtype_name(spec, device.startswith("cuda"))
     model, model_name = _load(spec, torch, transformers, device, dtype)
     model.eval()
     versions = {"transformers": transformers.__version__, "torch": torch.__version__}
-    return HFEngine(model, model_name, torch, device, dtype, versions, _default_meter(device))
+    return HFEngine(model, model_name, torch, device, dtype, versions, _default_meter(device), runtime)
 
 
 def probe() -> tuple[bool, str]:
