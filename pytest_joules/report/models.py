@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from rich.cells import cell_len
 from rich.table import Table
 
 from ..analytical import PARAMETERS, TERMS, FittedModel
+
+
+#: marks the best model, as ★ marks the best cell of the heatmap
+BEST = "★"
 
 
 def _pct(value: float | None) -> str:
@@ -15,7 +20,8 @@ def _pct(value: float | None) -> str:
 
 def models_table(models: Sequence[FittedModel], title: str = "Fitted energy models") -> Table:
     """One row per model: each parameter with the term it multiplies, MAPE, LOO MAPE, range."""
-    table = Table(title=title, title_justify="left")
+    # min_width: a title wider than the table would wrap onto a second line
+    table = Table(title=title, title_justify="left", min_width=cell_len(str(title)))
     table.add_column("model", style="bold")
     table.add_column("parameter · term", no_wrap=True)
     table.add_column("MAPE", justify="right")
@@ -30,7 +36,7 @@ def models_table(models: Sequence[FittedModel], title: str = "Fitted energy mode
         )
         loo = _pct(m.loo_mape)
         if best is not None and m.loo_mape == best and len(models) > 1:
-            loo = f"[green]{loo}[/green]"
+            loo = f"[green]{loo} {BEST}[/green]"  # the mark, not the colour alone: a CI log has none
         table.add_row(
             m.name,
             terms,
@@ -40,37 +46,58 @@ def models_table(models: Sequence[FittedModel], title: str = "Fitted energy mode
             f"n_in {m.n_in_range[0]}–{m.n_in_range[1]}\nn_out {m.n_out_range[0]}–{m.n_out_range[1]}",
             end_section=True,
         )
-    table.caption = "J/out-token = Σ parameter · term, n = n_in, m = n_out; best LOO MAPE in green"
+    table.caption = f"J/out-token = Σ parameter · term, n = n_in, m = n_out; {BEST} lowest LOO MAPE"
     table.caption_justify = "left"
     return table
 
 
+def _interval_cell(u: Any, model: FittedModel, n_in: int) -> str:
+    """n_out*'s confidence interval, "low–high", flagged when it leaves the fitted n_out range."""
+    iv = u.sweet_spot(n_in, model.n_out_range)
+    if iv is None:
+        return "—"
+    high = "∞" if iv.n_out.high == float("inf") else f"{iv.n_out.high:.0f}"
+    text = f"{iv.n_out.low:.0f}–{high}"
+    return f"[yellow]{text} (leaves fit)[/yellow]" if iv.leaves_range else text
+
+
 def sweet_spot_table(
-    models: Sequence[FittedModel], n_in_values: Sequence[int], title: str = "Sweet spots"
+    models: Sequence[FittedModel], n_in_values: Sequence[int], title: str = "Sweet spots",
+    uncertainties: Mapping[str, Any] | None = None,
 ) -> Table:
     """One row per n_in; per model the optimal n_out, J/out-token and tokens/J there.
 
     An optimum outside the fitted n_out range is shown dim and flagged: it is an extrapolation.
+    With `uncertainties` (model name -> uncertainty.Uncertainty), each model that has one gets a
+    column with n_out*'s confidence interval, flagged where it leaves the fitted n_out range.
     """
-    table = Table(title=title, title_justify="left")
+    uncertainties = uncertainties or {}
+    table = Table(title=title, title_justify="left", min_width=cell_len(str(title)))
     table.add_column("n_in", justify="right", style="bold", no_wrap=True)
     shown = [m for m in models if m.name != "linear"]
+    # tok/J is 1 / (J/out-tok): with several models it only costs the intervals their width
+    with_tok = len(shown) == 1
     for m in shown:
         table.add_column(f"{m.name} n_out*", justify="right")
+        if m.name in uncertainties:
+            table.add_column(f"{uncertainties[m.name].level:.0%} CI", justify="right", no_wrap=True)
         table.add_column(f"{m.name} J/out-tok", justify="right")
-        table.add_column(f"{m.name} tok/J", justify="right")
+        if with_tok:
+            table.add_column(f"{m.name} tok/J", justify="right")
     for n_in in n_in_values:
         outside = any(not (m.n_in_range[0] <= n_in <= m.n_in_range[1]) for m in shown)
         cells = [f"[dim]{n_in} (outside fit)[/dim]" if outside else str(n_in)]
         for m in shown:
             spot = m.sweet_spot(n_in)
+            interval = [_interval_cell(uncertainties[m.name], m, n_in)] if m.name in uncertainties else []
             if spot.n_out_opt is None:
-                cells += ["none", "—", "—"]
+                cells += ["none", *interval, "—", *(["—"] if with_tok else [])]
                 continue
             n_out = f"{spot.n_out_opt:.0f}"
             if not spot.inside_range:
                 n_out = f"[dim]{n_out} (outside fit)[/dim]"
-            cells += [n_out, f"{spot.j_per_out_token_min:.4g}", f"{spot.tokens_per_joule_max:.4g}"]
+            cells += [n_out, *interval, f"{spot.j_per_out_token_min:.4g}",
+                      *([f"{spot.tokens_per_joule_max:.4g}"] if with_tok else [])]
         table.add_row(*cells)
     linear = [m for m in models if m.name == "linear"]
     notes = []
@@ -80,6 +107,12 @@ def sweet_spot_table(
         notes.append("n_out* (outside fit): beyond the measured n_out range, an extrapolation")
     if any(not (m.n_in_range[0] <= n <= m.n_in_range[1]) for m in shown for n in n_in_values):
         notes.append("n_in (outside fit): beyond the measured n_in range, an extrapolation")
+    with_ci = [(m.name, uncertainties[m.name]) for m in shown if m.name in uncertainties]
+    if with_ci:
+        u = with_ci[0][1]
+        dfs = ", ".join(f"{name} {v.df}" for name, v in with_ci)
+        notes.append(f"{u.level:.0%} CI of n_out*: {u.method}, {u.samples.shape[0]} replicates, widened for the "
+                     f"residual degrees of freedom ({dfs}); (leaves fit): reaches beyond the measured n_out range")
     reasons = {m.sweet_spot(n).reason for m in shown for n in n_in_values if m.sweet_spot(n).reason}
     notes += sorted(reasons)
     if notes:
