@@ -23,6 +23,9 @@ exact and deterministic; with fewer than 6 rounds it is [min, max], which covers
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import math
 import numbers
 import os
@@ -32,6 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import stats
 from .errors import DataError
+from .footprint import Footprint
+from .footprint import from_dict as footprint_from_dict
 from .measurement import Measurement
 from .results import ResultRow, ResultsFile
 
@@ -40,6 +45,8 @@ GAB_UNIT = "J/output-token"
 BMF_J_PER_TOKEN = "j-per-output-token"
 BMF_TOKENS_PER_JOULE = "tokens-per-joule"
 BMF_AVG_WATTS = "average-watts"
+BMF_GCO2E = "gco2e-per-1k-tokens"
+BMF_COST = "cost-per-1k-tokens"
 #: prefix of every JUnit property, so ours never collide with a user's
 JUNIT_PREFIX = "joules_"
 
@@ -60,6 +67,16 @@ class ExportRow:
     verdict: str | None
     delta: float | None
     simulated: bool
+    max_batch_size: int | None = None
+    #: carbon and cost per 1,000 output tokens (footprint.py), None unless the inputs were stated
+    gco2e_per_1k: float | None = None
+    cost_per_1k: float | None = None
+
+    def with_footprint(self, footprint: Footprint | None) -> ExportRow:
+        if not footprint:
+            return self
+        j = self.j_per_out_token
+        return dataclasses.replace(self, gco2e_per_1k=footprint.gco2e_per_1k(j), cost_per_1k=footprint.cost_per_1k(j))
 
     @property
     def summary(self) -> stats.Summary | None:
@@ -83,6 +100,7 @@ def _from_measurement(m: Measurement) -> ExportRow:
         round_values=tuple(m.round_values), j_per_out_token=m.j_per_out_token,
         tokens_per_joule=m.tokens_per_joule, avg_watts=m.avg_watts, spread=m.spread,
         verdict=v.status if v else None, delta=v.delta if v else None, simulated=m.simulated,
+        max_batch_size=w.max_batch_size,
     )
 
 
@@ -96,14 +114,21 @@ def _from_result(row: ResultRow, simulated: bool) -> ExportRow:
         spread=_num(raw.get("spread")),
         verdict=str(verdict["status"]) if verdict and verdict.get("status") else None,
         delta=_num(verdict.get("delta")) if verdict else None,
-        simulated=bool(raw.get("simulated", simulated)),
+        simulated=bool(raw.get("simulated", simulated)), max_batch_size=row.workload.max_batch_size,
     )
 
 
-def export_rows(items: ResultsFile | Iterable[Measurement | ResultRow | ExportRow]) -> list[ExportRow]:
-    """Normalize Measurements, ResultRows or a whole ResultsFile into ExportRows."""
+def export_rows(items: ResultsFile | Iterable[Measurement | ResultRow | ExportRow],
+                footprint: Footprint | None = None) -> list[ExportRow]:
+    """Normalize Measurements, ResultRows or a whole ResultsFile into ExportRows, with carbon and
+    cost from `footprint` (by default, for a file, the inputs it was written with)."""
     if isinstance(items, ResultsFile):
-        return [_from_result(r, items.simulated) for r in items.rows]
+        stated = footprint if footprint is not None else footprint_from_dict(items.footprint)
+        return [_from_result(r, items.simulated).with_footprint(stated) for r in items.rows]
+    return [r.with_footprint(footprint) for r in _export_rows(items)]
+
+
+def _export_rows(items: Iterable[Measurement | ResultRow | ExportRow]) -> list[ExportRow]:
     out = []
     for item in items:
         if isinstance(item, ExportRow):
@@ -117,17 +142,34 @@ def export_rows(items: ResultsFile | Iterable[Measurement | ResultRow | ExportRo
     return out
 
 
-def rows_from_records(records: Iterable[Mapping[str, Any]]) -> list[ExportRow]:
+def rows_from_records(records: Iterable[Mapping[str, Any]], footprint: Footprint | None = None) -> list[ExportRow]:
     """ExportRows from the plugin's per-measurement dicts (`results.measurement_to_dict` + extras)."""
     from .results import row_from_dict
 
     source = Path("<pytest session>")
-    return [_from_result(row_from_dict(source, i, dict(r)), bool(r.get("simulated"))) for i, r in enumerate(records)]
+    return [_from_result(row_from_dict(source, i, dict(r)), bool(r.get("simulated"))).with_footprint(footprint)
+            for i, r in enumerate(records)]
 
 
 def unexported(items: ResultsFile | Iterable[Any]) -> list[str]:
     """Names of the results that carry no valid J/token and so are left out of gab/bmf."""
     return [r.name for r in export_rows(items) if r.j_per_out_token is None]
+
+
+def stated_footprint(items: Any, footprint: Footprint | None = None) -> Footprint:
+    """The carbon/cost inputs in effect: the ones given, else (for a file) the file's own."""
+    if footprint is not None:
+        return footprint
+    return footprint_from_dict(items.footprint) if isinstance(items, ResultsFile) else Footprint()
+
+
+def _footprint_text(r: ExportRow, footprint: Footprint) -> str | None:
+    parts = []
+    if r.gco2e_per_1k is not None:
+        parts.append(f"{r.gco2e_per_1k:.4g} gCO2e")
+    if r.cost_per_1k is not None:
+        parts.append(f"cost {r.cost_per_1k:.4g}")
+    return f"per 1k output tokens: {', '.join(parts)} ({footprint.describe()})" if parts else None
 
 
 def _unique_names(rows: Sequence[ExportRow]) -> list[str]:
@@ -145,9 +187,10 @@ def _g(value: float | None, fmt: str = ".4g") -> str:
 
 
 # -- github-action-benchmark ---------------------------------------------------------------------
-def gab_json(items: ResultsFile | Iterable[Any]) -> list[dict[str, Any]]:
+def gab_json(items: ResultsFile | Iterable[Any], footprint: Footprint | None = None) -> list[dict[str, Any]]:
     """github-action-benchmark `customSmallerIsBetter` entries, one per valid result."""
-    rows = [r for r in export_rows(items) if r.j_per_out_token is not None]
+    footprint = stated_footprint(items, footprint)
+    rows = [r for r in export_rows(items, footprint) if r.j_per_out_token is not None]
     out = []
     for name, r in zip(_unique_names(rows), rows):
         s = r.summary
@@ -160,11 +203,50 @@ def gab_json(items: ResultsFile | Iterable[Any]) -> list[dict[str, Any]]:
         extra.append(f"tokens/J: {_g(r.tokens_per_joule)}  avg W: {_g(r.avg_watts)}")
         if r.verdict:
             extra.append(f"verdict: {r.verdict}" + (f" ({r.delta:+.2%})" if r.delta is not None else ""))
+        if _footprint_text(r, footprint):
+            extra.append(str(_footprint_text(r, footprint)))
         if r.simulated:
             extra.append("SIMULATED device")
         entry["extra"] = "\n".join(extra)
         out.append(entry)
     return out
+
+
+# -- CSV -----------------------------------------------------------------------------------------
+CSV_COLUMNS = (
+    "run", "created", "commit", "dirty", "host", "device", "simulated", "test", "n_in", "n_out", "requests",
+    "max_batch_size", "rounds", "j_per_out_token", "ci_low", "ci_high", "tokens_per_joule", "avg_watts", "spread",
+    "verdict", "delta", "grid_intensity_gco2e_per_kwh", "gco2e_per_1k_tokens", "price_per_kwh", "cost_per_1k_tokens",
+)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else value  # repr: every digit, so nothing is lost
+
+
+def csv_text(runs: Iterable[tuple[str, ResultsFile]], footprint: Footprint | None = None) -> str:
+    """One row per test per run: (run label, its file) pairs, in order, as CSV with a header."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for label, results in runs:
+        stated = stated_footprint(results, footprint)
+        git = results.machine.get("git") if isinstance(results.machine.get("git"), Mapping) else {}
+        device = results.device.get("gpu") or results.device.get("name") or ""
+        for r in export_rows(results, stated):
+            s = r.summary
+            writer.writerow(_csv_value(v) for v in (
+                label, results.created, git.get("commit"), git.get("dirty"), results.machine.get("host"), device,
+                r.simulated, r.name, r.n_in, r.n_out, r.requests, r.max_batch_size, len(r.round_values),
+                r.j_per_out_token, s.ci_low if s else None, s.ci_high if s else None, r.tokens_per_joule,
+                r.avg_watts, r.spread, r.verdict, r.delta, stated.grid_intensity, r.gco2e_per_1k, stated.price,
+                r.cost_per_1k,
+            ))
+    return out.getvalue()
 
 
 # -- Bencher ---------------------------------------------------------------------------------------
@@ -176,9 +258,10 @@ def _metric(value: float, low: float | None = None, high: float | None = None) -
     return metric
 
 
-def bmf_json(items: ResultsFile | Iterable[Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """Bencher Metric Format: J/output-token (with the median's interval), tokens/J, average W."""
-    rows = [r for r in export_rows(items) if r.j_per_out_token is not None]
+def bmf_json(items: ResultsFile | Iterable[Any], footprint: Footprint | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Bencher Metric Format: J/output-token (with the median's interval), tokens/J, average W,
+    and gCO2e and cost per 1,000 output tokens when their inputs are stated."""
+    rows = [r for r in export_rows(items, stated_footprint(items, footprint)) if r.j_per_out_token is not None]
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, r in zip(_unique_names(rows), rows):
         s = r.summary
@@ -191,6 +274,10 @@ def bmf_json(items: ResultsFile | Iterable[Any]) -> dict[str, dict[str, dict[str
         measures[BMF_TOKENS_PER_JOULE] = _metric(1.0 / j, 1.0 / high if high else None, 1.0 / low if low else None)
         if r.avg_watts is not None:
             measures[BMF_AVG_WATTS] = _metric(r.avg_watts)
+        if r.gco2e_per_1k is not None:
+            measures[BMF_GCO2E] = _metric(r.gco2e_per_1k)
+        if r.cost_per_1k is not None:
+            measures[BMF_COST] = _metric(r.cost_per_1k)
         out[name] = measures
     return out
 
@@ -228,16 +315,21 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-joules energy") -> str:
-    """A Markdown table of the results, SIMULATED in the heading when any result is."""
-    rows = export_rows(items)
+def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-joules energy",
+                     footprint: Footprint | None = None) -> str:
+    """A Markdown table of the results, SIMULATED in the heading when any result is; carbon and
+    cost columns only when their inputs are stated."""
+    footprint = stated_footprint(items, footprint)
+    rows = export_rows(items, footprint)
+    carbon, cost = footprint.grid_intensity is not None, footprint.price is not None
     simulated = any(r.simulated for r in rows)
     lines = [f"### {title}" + (" (SIMULATED)" if simulated else ""), ""]
     if not rows:
         return "\n".join(lines + ["No energy results.", ""])
+    extra = (" gCO2e/1k tok |" if carbon else "") + (" cost/1k tok |" if cost else "")
     lines += [
-        "| test | n_in | n_out | J/out-token | tokens/J | avg W | spread | vs baseline | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| test | n_in | n_out | J/out-token | tokens/J | avg W | spread | vs baseline | verdict |" + extra,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * (carbon + cost),
     ]
     counts: dict[str, int] = {}
     for r in rows:
@@ -245,9 +337,13 @@ def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-jo
         lines.append(
             f"| {_cell(r.name)} | {r.n_in} | {r.n_out} | {_g(r.j_per_out_token, '.5g')} | {_g(r.tokens_per_joule)} "
             f"| {_g(r.avg_watts, '.1f')} | {_g(r.spread, '.1%')} | {_g(r.delta, '+.2%')} | {r.verdict or '-'} |"
+            + (f" {_g(r.gco2e_per_1k)} |" if carbon else "") + (f" {_g(r.cost_per_1k)} |" if cost else "")
         )
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status != "-")
-    lines += ["", f"{len(rows)} result(s)" + (f": {tally}" if tally else ""), ""]
+    lines += ["", f"{len(rows)} result(s)" + (f": {tally}" if tally else "")]
+    if footprint:
+        lines.append(f"Carbon and cost per 1,000 output tokens at {footprint.describe()} (stated values).")
+    lines.append("")
     return "\n".join(lines)
 
 

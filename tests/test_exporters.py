@@ -259,5 +259,5 @@ def test_export_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.json: no such file" in err
     with pytest.raises(SystemExit) as exc:
-        main(["export", str(tmp_path / "missing.json"), "--format", "csv"])
+        main(["export", str(tmp_path / "missing.json"), "--format", "xml"])
     assert exc.value.code == 2

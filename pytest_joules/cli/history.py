@@ -1,0 +1,83 @@
+"""`joules history TEST [--plot FILE.png]`: one test's J/output-token across the saved runs.
+
+TEST is a test's name as the results give it (its node id), or any part of it: every test whose
+name contains it is shown, one series per workload. Each run shows its change from the run
+before and from the first, so a slow drift that no single comparison flags is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import runs
+from ..errors import DataError
+
+#: eight levels of a sparkline, lowest first
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "history", help="one test's energy across the saved runs (pytest --joules --joules-autosave)",
+        description="Print the trend of one test's J/output-token over the runs saved by "
+                    "`pytest --joules --joules-autosave`.",
+    )
+    p.add_argument("test", metavar="TEST", help="the test's name (node id) or part of it")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="also draw the trend to this PNG (needs matplotlib: pip install 'pytest-joules[plot]')")
+    runs.add_storage_argument(p)
+    return p
+
+
+def sparkline(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = high - low
+    return "".join(" " if v is None else _BARS[0 if span == 0 else round((v - low) / span * (len(_BARS) - 1))]
+                   for v in values)
+
+
+def _change(value: float | None, ref: float | None) -> str:
+    return "-" if value is None or not ref else f"{value / ref - 1:+.1%}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..history import read_runs, trend
+
+    storage = runs.storage_from(args)
+    if storage is None:
+        raise DataError(f"no {runs.RUNS_DIR}/ folder from here up to the repository root; save runs with "
+                        "`pytest --joules --joules-autosave`, or point --storage at the folder")
+    files, notes = read_runs(runs.list_runs(storage))
+    if not files:
+        raise DataError(f"{storage} holds no saved runs; save some with `pytest --joules --joules-autosave`")
+    series = trend(files, args.test)
+    if args.plot:
+        from ..report.trend import save_trend
+
+        save_trend(args.plot, series)  # before printing: a missing matplotlib fails without half an output
+    for s in series:
+        sim = " (SIMULATED)" if s.simulated else ""
+        batch = f" max_batch_size={s.max_batch_size}" if s.max_batch_size is not None else ""
+        values = [p.j_per_out_token for p in s.points]
+        print(f"{s.name}: n_in={s.n_in} n_out={s.n_out} requests={s.requests}{batch}{sim}")
+        print(f"  trend {sparkline(values)}  ({len(s.points)} run(s))")
+        print(f"  {'run':<6} {'created (UTC)':<20} {'commit':<14} {'J/out-token':>12} {'vs prev':>8} {'vs first':>9}  verdict")
+        first = next((v for v in values if v is not None), None)
+        previous = None
+        for p in s.points:
+            commit = "-" if not p.commit else p.commit[:7] + ("+dirty" if p.dirty else "")
+            j = "-" if p.j_per_out_token is None else f"{p.j_per_out_token:.5g}"
+            created = (p.created or "-").replace("+00:00", "")
+            print(f"  {p.run:<6} {created:<20} {commit:<14} {j:>12} {_change(p.j_per_out_token, previous):>8} "
+                  f"{_change(p.j_per_out_token, first):>9}  {p.verdict or '-'}")
+            previous = p.j_per_out_token if p.j_per_out_token is not None else previous
+    if args.plot:
+        print(f"trend drawn to {args.plot}")
+    for note in notes:
+        print(f"joules history: note: {note}", file=sys.stderr)
+    return 0
