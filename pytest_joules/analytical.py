@@ -165,6 +165,10 @@ class FittedModel:
             )
         m_opt = math.sqrt(numerator / t[4])
         e_min = t[0] + t[2] * n_in + 2.0 * math.sqrt(t[4] * numerator)
+        if not (math.isfinite(m_opt) and math.isfinite(e_min) and e_min > 0 and math.isfinite(1.0 / e_min)):
+            # parameters from a hand-edited file can overflow double precision: no answer, not inf
+            return SweetSpot(n_in, None, None, f"the model's parameters overflow double precision at n_in={n_in}: "
+                             "no usable sweet spot; fit the model again", None)
         inside = self.n_out_range[0] <= m_opt <= self.n_out_range[1]
         return SweetSpot(n_in, m_opt, e_min, None, inside)
 
@@ -215,8 +219,9 @@ class FittedModel:
                 raise DataError(f"{where}missing field {key!r}")
         theta = data["theta"]
         want = len(PARAMETERS[name])
-        if not isinstance(theta, list) or len(theta) != want or not all(_is_finite_number(v) for v in theta):
-            raise DataError(f"{where}'theta' must be a list of {want} finite numbers, got {theta!r}")
+        if not isinstance(theta, list) or len(theta) != want or not all(_is_finite_number(v) and v >= 0 for v in theta):
+            # fits are non-negative least squares: a negative θ is an edit, and breaks the sweet spot's closed form
+            raise DataError(f"{where}'theta' must be a list of {want} finite numbers, none negative, got {theta!r}")
         mape = _fraction(data["mape"], "mape", where)
         loo = None if data.get("loo_mape") is None else _fraction(data["loo_mape"], "loo_mape", where)
         n_points = data["n_points"]
@@ -265,7 +270,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (10**400 in JSON)
+        return False
 
 
 def _fraction(value: Any, key: str, where: str) -> float:
@@ -331,6 +339,15 @@ def models_from_data(data: Any, source: str) -> list[FittedModel]:
     if not items:
         raise DataError(f"{source}: holds no models; fit some with `joules fit DATA --save {source}`")
     return [FittedModel.from_dict(item, f"{source}: models[{i}]") for i, item in enumerate(items)]
+
+
+def best_model(models: Sequence[FittedModel]) -> FittedModel | None:
+    """The lowest leave-one-out MAPE (in-sample where none), the paper's models before the linear
+    one, which has no sweet spot; None for no models. The plugin and `joules sweetspot` share it."""
+    if not models:
+        return None
+    paper = [m for m in models if m.name != "linear"] or list(models)
+    return min(paper, key=lambda m: (m.loo_mape if m.loo_mape is not None else m.mape))
 
 
 def load_models(path: str | os.PathLike[str]) -> list[FittedModel]:
@@ -442,6 +459,9 @@ def _fit_arrays(name: str, n: np.ndarray, m: np.ndarray, y: np.ndarray, loo: boo
     z = _solve(a_s, np.ones(len(y)))
     theta = z / scale
     mape = float(np.mean(np.abs(1.0 - a @ theta)))
+    if not (np.all(np.isfinite(theta)) and math.isfinite(mape)):
+        raise DataError(f"the {name} model's fit overflows double precision on these points; "
+                        "check the points' units (J per output token, token counts)")
     loo_mape = None
     if loo and distinct > p:  # without one point a fit still has as many points as parameters
         residuals, _ = _loo_residuals(a_s, z)

@@ -1,7 +1,9 @@
 """The device fingerprint: what a baseline was measured on, so it is never used on anything else.
 
 It keeps what changes joules per token (GPU model, power limit, driver, CUDA; engine kind,
-version, model, dtype) and nothing that varies run to run (temperature, clocks, free memory).
+version, model, dtype, runtime) and nothing that varies run to run (temperature, clocks, free
+memory). The runtime (graphs or eager, sim and hf) decides how long the GPU waits for the host:
+the same model differs several-fold between the two, so neither judges the other's baselines.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ DEVICE_FIELDS: dict[str, tuple[str, ...]] = {
     # CPU meters (rapl) report no GPU: the CPU model keys their baselines instead
     "cpu": ("cpu",),
 }
-ENGINE_FIELDS = ("kind", "version", "model", "dtype")
+ENGINE_FIELDS = ("kind", "version", "model", "dtype", "runtime")
 
 
 def _first(source: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

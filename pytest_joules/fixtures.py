@@ -5,7 +5,6 @@ Registered by the plugin; their bodies import the measurement code only when a t
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
@@ -17,6 +16,8 @@ if TYPE_CHECKING:
     from .session import JoulesSession
 
 SKIP_REASON = "energy test: run with `pytest --joules` (add --joules-engine trtllm|hf to measure a real GPU)"
+#: how a dry run (a meter that reads no energy) is named in skips, the header and the summary
+DRY_RUN = "dry run: no energy read"
 
 
 def _session(config: pytest.Config) -> JoulesSession:
@@ -44,8 +45,11 @@ class Joules:
         self.measurements: list[Measurement] = []
         #: whether the test called joules() at all (a call that failed still counts)
         self.called = False
+        #: the keys this test's measurements took: a second one with a key would overwrite the first
+        self._keys: set[str] = set()
 
     def __call__(self, **overrides: Any) -> Measurement:
+        __tracebackhide__ = True  # a skip's location is the test's line, not this one
         return self.measure(**overrides)
 
     def workload(self, **overrides: Any) -> Any:
@@ -75,7 +79,7 @@ class Joules:
 
     def measure(self, **overrides: Any) -> Measurement:
         from . import results
-        from .errors import InvalidMeasurement, WorkloadMismatch
+        from .errors import ConfigError, EngineUnavailable, InvalidMeasurement, WorkloadMismatch
         from .measure import measure
 
         self.called = True
@@ -100,36 +104,48 @@ class Joules:
         workload = self.workload(**overrides)
         engine, meter = state.devices()
         self._check_fits(workload, engine)
-        key = nodeid
+        base = state.test_key(self._request.node)  # the node id, or one independent of the rootdir
+        key = base
         if name:
-            key = f"{nodeid}::{name}"
-        elif self.measurements:
-            key = f"{nodeid}::#{len(self.measurements) + 1}"
+            key = f"{base}::{name}"
+        elif self._keys:
+            key = f"{base}::#{len(self._keys) + 1}"
+        label = key[len(base) + 2:]  # "" for the test's first measurement
+        if key in self._keys:
+            what = f"name={name!r}" if name else f"the automatic name {label!r}"
+            pytest.fail(f"{nodeid}: joules({what}) measures a second time under a key this test already "
+                        "used; its baseline would overwrite the first: give each measurement its own name",
+                        pytrace=False)
+        self._keys.add(key)
         rule = state.rounds_rule(key, workload, tolerance) if rounds == "auto" else None
         problem = None
         try:
             m = measure(engine, meter, workload, rounds=3 if rule else rounds, rule=rule,
                         warmup=opts.warmup if warmup is None else warmup, name=key)
-        except (WorkloadMismatch, InvalidMeasurement) as exc:
+        # ConfigError: a limit only the run checks; EngineUnavailable: an engine's prepare() failed
+        except (WorkloadMismatch, InvalidMeasurement, ConfigError, EngineUnavailable) as exc:
             problem = str(exc)
         if problem is not None:
             pytest.fail(f"{nodeid}: {problem}", pytrace=False)
         failures, extra = state.judge(m, key, tolerance, model_tolerance)
         record = results.measurement_to_dict(m)
-        record.update(extra, nodeid=nodeid, test=self._request.node.name)
+        record.update(extra, nodeid=nodeid, test=self._request.node.name, label=label)
         state.add(record)
-        self._junit_properties(m, key)
+        self._junit_properties(m, label)
         self.measurements.append(m)
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
+        if m.dry_run:
+            # the token counts were checked; the test's own assertions would only meet None
+            __tracebackhide__ = True  # pytest reports the skip at the test's joules() call
+            pytest.skip(f"{DRY_RUN} (meter {m.meter!r}): token counts checked ({workload.label()}, "
+                        f"{workload.requests} request(s)); the test's own assertions were not run")
         return m
 
-    def _junit_properties(self, m: Measurement, key: str) -> None:
+    def _junit_properties(self, m: Measurement, label: str) -> None:
         """Per-test <property> elements for --junitxml (also shipped from xdist workers in reports)."""
         from .exporters import JUNIT_PREFIX, junit_properties
 
-        nodeid = self._request.node.nodeid
-        label = key[len(nodeid) + 2:] if key.startswith(nodeid + "::") else ""
         for name, value in junit_properties(m):
             if label:  # a second measurement of the test: joules_quarter-length_j_per_out_token
                 name = f"{JUNIT_PREFIX}{label}_{name[len(JUNIT_PREFIX):]}"
@@ -157,6 +173,13 @@ def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None
     """Measure this test's workload: `m = joules()` returns a Measurement (see `Joules`)."""
     state = _session(request.config)
     mark = request.node.get_closest_marker(_marker.NAME)
+    problem = None
+    try:
+        _marker.check_single(request.node, request.node.nodeid)  # pytest.param(marks=...) too
+    except _marker.MarkerError as exc:
+        problem = str(exc)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     spec = _marker.parse(mark, request.node.nodeid) if mark is not None else None
     point = _marker.point_of(spec, _joules_point) if spec else None
     handle = Joules(request, state, spec, point)
@@ -167,7 +190,7 @@ def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None
     yield handle
     if spec is not None and not handle.called:
         # A marked test that never measured passes with no energy figure at all: say so.
-        warnings.warn(
+        request.node.warn(  # located at the test, not at this line of the plugin
             pytest.PytestWarning(
                 f"{request.node.nodeid} is marked @pytest.mark.energy but never called joules(): "
                 "nothing was measured or compared"

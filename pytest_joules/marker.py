@@ -80,22 +80,15 @@ def _lengths(test: str, name: str, value: Any) -> tuple[tuple[int, ...], bool]:
 
 
 def _fraction(test: str, name: str, value: Any, where: str = "@pytest.mark.energy") -> float | None:
+    """A tolerance as the options take it (tolerance.parse: 0.05 or "5%"; a bare 5 is refused)."""
+    from .tolerance import ToleranceError, parse
+
     if value is None:
         return None
-    number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            number = None
-    percent = isinstance(value, str) and value.strip().endswith("%")
-    if number is None or not (0 <= number < float("inf")) or (number >= 1 and not percent):
-        # a bare 5 almost certainly means 5%: refuse it rather than open the gate to 500%
-        raise MarkerError(f"{test}: {where} {name}={value!r}: give a fraction below 1 like 0.05, or '5%'")
-    return number
+    try:
+        return parse(value)
+    except ToleranceError as exc:
+        raise MarkerError(f"{test}: {where} {name}={value!r}: {exc}") from None
 
 
 def _rounds(test: str, value: Any, where: str = "@pytest.mark.energy") -> int | str:
@@ -130,16 +123,37 @@ def parse(mark: Any, test: str) -> EnergySpec:
     n_out, grid_out = _lengths(test, "n_out", kwargs["n_out"])
     max_batch = kwargs.get("max_batch_size")
     rounds = kwargs.get("rounds")
+    requests = _positive_int(test, "requests", kwargs.get("requests", 1))
+    _check_requests(test, requests)
     return EnergySpec(
         n_in=n_in,
         n_out=n_out,
-        requests=_positive_int(test, "requests", kwargs.get("requests", 1)),
+        requests=requests,
         max_batch_size=None if max_batch is None else _positive_int(test, "max_batch_size", max_batch),
         rounds=None if rounds is None else _rounds(test, rounds),
         tolerance=_fraction(test, "tolerance", kwargs.get("tolerance")),
         model_tolerance=_fraction(test, "model_tolerance", kwargs.get("model_tolerance")),
         grid=grid_in or grid_out,
     )
+
+
+def _check_requests(test: str, requests: int, where: str = "@pytest.mark.energy") -> None:
+    from .workload import requests_problem
+
+    problem = requests_problem(requests)
+    if problem:
+        raise MarkerError(f"{test}: {where} {problem}")
+
+
+def check_single(node: Any, test: str) -> None:
+    """One energy marker per test: of stacked ones pytest would use the nearest without a word."""
+    marks = list(node.iter_markers(NAME))
+    if len(marks) > 1:
+        shown = "; ".join(f"energy({', '.join(f'{k}={v!r}' for k, v in m.kwargs.items())})" for m in marks)
+        raise MarkerError(
+            f"{test}: @pytest.mark.energy is applied {len(marks)} times ({shown}), stacked or on the test "
+            "and its class, module or parameter; only the nearest would count: keep one"
+        )
 
 
 def generate(metafunc: Any) -> None:
@@ -149,6 +163,7 @@ def generate(metafunc: Any) -> None:
     if mark is None:
         return
     test = definition.nodeid
+    check_single(definition, test)
     spec = parse(mark, test)
     if "joules" not in metafunc.fixturenames:
         raise MarkerError(
@@ -167,6 +182,7 @@ def parse_overrides(test: str, overrides: dict[str, Any]) -> dict[str, Any]:
         out["rounds"] = _rounds(test, out["rounds"], "joules()")
     if out.get("requests") is not None:
         _positive_int(test, "requests", out["requests"], "joules()")
+        _check_requests(test, out["requests"], "joules()")
     if out.get("warmup") is not None:
         _positive_int(test, "warmup", out["warmup"], "joules()", minimum=0)
     for name in ("tolerance", "model_tolerance"):

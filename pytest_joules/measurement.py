@@ -162,7 +162,8 @@ class Measurement:
         self._assert_valid()
         verdict = judge(self.round_values, self.baseline_rounds, parse_tolerance(tolerance))  # "5%" as the marker takes
         if verdict.failed:
-            raise AssertionError(f"{self.name or self.workload.label()}: energy " + verdict.message())
+            name = self.name.split("::", 1)[-1] if self.name else self.workload.label()  # pytest shows the file
+            raise AssertionError(verdict.failure(name))
         return verdict
 
     def assert_matches_model(self, tolerance: float | str = 0.10) -> float:

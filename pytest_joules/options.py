@@ -21,7 +21,8 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-model", "value", "model for the engine: an architecture name (sim, hf) or a checkpoint/engine dir"),
     ("--joules-meter", "value", "energy meter: sim, nvml, rapl, none (default: the engine's own choice)"),
     ("--joules-gpu", "value", "GPU of the simulated device, e.g. H100-SXM, H200, A100 (sim only)"),
-    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ under the rootdir)"),
+    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ under the rootdir; "
+     "without an ini file, the nearest existing baselines/ up to the repository root)"),
     ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
     ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
     ("--joules-model-tolerance", "value", "fail the session when the fitted model's MAPE exceeds this, 0.1 or 10%%"),
@@ -35,11 +36,17 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-require-gpu", "flag", "fail, instead of skipping, when the engine or meter has no real GPU"),
     ("--joules-sim-slowdown", "value", "make the simulated device this many times slower, e.g. 1.10 (demos a regression)"),
     ("--joules-noisy-fails", "flag", "fail a test whose verdict is 'noisy' (rounds too spread to judge the tolerance)"),
+    ("--joules-new-fails", "flag", "fail a test that has no baseline (verdict 'new'), so a renamed test cannot slip through CI"),
     ("--joules-meter-option", "list", "KEY=VALUE option of the meter, e.g. min_window_s=2 (repeatable; ini: one per line)"),
     ("--joules-engine-option", "list", "KEY=VALUE option of the engine, e.g. noise=0 (sim) or device=cpu (hf) (repeatable; ini: one per line)"),
     ("--joules-export-gab", "path", "write the session's results as github-action-benchmark customSmallerIsBetter JSON"),
     ("--joules-export-bmf", "path", "write the session's results as Bencher Metric Format (BMF) JSON"),
     ("--joules-no-step-summary", "flag", "do not append the Markdown summary to $GITHUB_STEP_SUMMARY"),
+    ("--joules-autosave", "flag", "keep this run's results, numbered, in .joules/ beside the baselines directory "
+     "(`joules list`, `joules compare last~1 last`, `joules history TEST`)"),
+    ("--joules-grid-intensity", "value", "grid carbon intensity in gCO2e/kWh (a value you state, no look-up): "
+     "reports gCO2e per 1,000 output tokens"),
+    ("--joules-price", "value", "electricity price per kWh, in your currency: reports the cost per 1,000 output tokens"),
 ]
 
 
@@ -48,6 +55,15 @@ INI_NAMES = {"--joules-meter-option": "joules_meter_options", "--joules-engine-o
 
 #: engine options that a flag of their own sets too: both given, they must agree
 ENGINE_OPTION_FLAGS = {"slowdown": "--joules-sim-slowdown", "seed": "--joules-seed"}
+
+
+#: what each value option takes, for --help (argparse would show a generic VALUE)
+METAVARS = {
+    "--joules-engine": "NAME", "--joules-model": "NAME|DIR", "--joules-meter": "NAME", "--joules-gpu": "NAME",
+    "--joules-baselines": "DIR", "--joules-tolerance": "FRACTION", "--joules-model-tolerance": "FRACTION",
+    "--joules-rounds": "N|auto", "--joules-max-seconds": "SECONDS", "--joules-warmup": "N", "--joules-seed": "N",
+    "--joules-sim-slowdown": "FACTOR", "--joules-grid-intensity": "GCO2E_PER_KWH", "--joules-price": "PER_KWH",
+}
 
 
 def ini_key(flag: str) -> str:
@@ -63,12 +79,16 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, kind, help_text in FLAGS:
         if kind == "flag":
             group.addoption(flag, action="store_true", default=None, dest=dest(flag), help=help_text)
+            # type="bool": pytest reads true/false/yes/no/1/0 and refuses anything else with a usage
+            # error; default None so that an absent key is told from `key = false`
+            parser.addini(ini_key(flag), help_text + f" (same as {flag})", type="bool", default=None)
+            continue
         elif kind == "list":
             group.addoption(flag, action="append", default=None, dest=dest(flag), metavar="KEY=VALUE", help=help_text)
             parser.addini(ini_key(flag), help_text + f" (same as {flag})", type="linelist", default=[])
             continue
         else:
-            metavar = "DIR" if flag == "--joules-baselines" else ("PATH" if kind == "path" else "VALUE")
+            metavar = METAVARS.get(flag) or ("PATH" if kind == "path" else flag.removeprefix("--joules-").upper())
             group.addoption(flag, action="store", default=None, dest=dest(flag), metavar=metavar, help=help_text)
         parser.addini(ini_key(flag), help_text.replace("%%", "%") + f" (same as {flag})", default="")
 
@@ -95,12 +115,36 @@ class JoulesOptions:
     require_gpu: bool = False
     sim_slowdown: float | None = None
     noisy_fails: bool = False
+    #: a test with no baseline fails instead of passing as "new"
+    new_fails: bool = False
     meter_options: Mapping[str, Any] = field(default_factory=dict)
     #: --joules-engine-option; the engine spec adds seed and sim_slowdown (see session.engine_spec)
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     export_gab: Path | None = None
     export_bmf: Path | None = None
     no_step_summary: bool = False
+    #: --joules-autosave: keep every run under `autosave_dir()`
+    autosave: bool = False
+    #: --joules-grid-intensity (gCO2e/kWh) and --joules-price (per kWh): see footprint.py
+    grid_intensity: float | None = None
+    price: float | None = None
+
+    @property
+    def footprint(self) -> Any:
+        from .footprint import Footprint
+
+        return Footprint(self.grid_intensity, self.price)
+
+    @property
+    def autosave_dir(self) -> Path:
+        """`.joules/` beside the baselines directory, so it follows the store's rule (an ini
+        file's directory, else the nearest baselines/ up to the repository root)."""
+        from .runs import RUNS_DIR
+
+        return self.baselines.parent / RUNS_DIR
+    #: baseline keys are test paths relative to this directory instead of node ids (relative to
+    #: the rootdir): set when there is no ini file, whose rootdir moves with the invocation directory
+    key_base: Path | None = None
 
 
 def _fail(flag: str, value: Any, fix: str) -> pytest.UsageError:
@@ -108,18 +152,14 @@ def _fail(flag: str, value: Any, fix: str) -> pytest.UsageError:
 
 
 def parse_fraction(flag: str, value: Any) -> float:
-    """`0.05` or `5%` -> 0.05; negative, non-numeric or a bare number >= 1 is a usage error."""
-    text = str(value).strip()
+    """`0.05` or `5%` -> 0.05 (tolerance.parse: a bare number >= 1 is refused); a usage error otherwise."""
+    from .tolerance import ToleranceError, parse
+
     try:
-        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise _fail(flag, value, "give a fraction like 0.05 or a percentage like 5%") from None
-    if not number >= 0 or number == float("inf"):  # also rejects NaN
-        raise _fail(flag, value, "the tolerance must be a non-negative finite number, like 0.05 or 5%")
-    if not text.endswith("%") and number >= 1:
-        # "5" almost certainly means 5%; reading it as 500% would silently open the gate
-        raise _fail(flag, value, f"write {text}% for {text} percent, or a fraction such as 0.05")
-    return number
+        return parse(value)
+    except ToleranceError as exc:
+        fix = str(exc)
+    raise _fail(flag, value, fix)
 
 
 def random_seed() -> int:
@@ -158,6 +198,16 @@ def parse_positive_float(flag: str, value: Any) -> float:
     if not (number > 0 and number != float("inf")):
         raise _fail(flag, value, "give a number greater than 0, like 1.10")
     return number
+
+
+def parse_amount(flag: str, value: Any) -> float:
+    """A grid intensity or price: a non-negative finite number."""
+    from .footprint import parse_amount as parse
+
+    try:
+        return parse(flag, value)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def parse_bool(flag: str, value: Any) -> bool:
@@ -238,7 +288,15 @@ def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     value = config.getoption(dest(flag), default=None)
     if value is not None:
         return value, Path(config.invocation_params.dir)
-    value = config.getini(ini_key(flag))
+    try:
+        value = config.getini(ini_key(flag))
+    except (ValueError, pytest.UsageError) as exc:  # a bool key: pytest's message does not name it
+        problem = str(exc)
+    else:
+        problem = None
+    if problem is not None:  # "invalid truth value 'x'": say it as every other option's error does
+        quoted = problem[problem.find("'"):] if "'" in problem else repr(problem)
+        raise pytest.UsageError(f"{flag}: invalid value {quoted}: give true or false (the ini key {ini_key(flag)})")
     if value in ("", None, []):
         return None, None
     base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
@@ -268,9 +326,13 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-require-gpu": parse_bool,
         "--joules-sim-slowdown": parse_positive_float,
         "--joules-noisy-fails": parse_bool,
+        "--joules-new-fails": parse_bool,
         "--joules-meter-option": parse_meter_options,
         "--joules-engine-option": parse_engine_options,
         "--joules-no-step-summary": parse_bool,
+        "--joules-autosave": parse_bool,
+        "--joules-grid-intensity": parse_amount,
+        "--joules-price": parse_amount,
     }
     values: dict[str, Any] = {}
     for flag, kind, _ in FLAGS:
@@ -290,6 +352,48 @@ def from_config(config: pytest.Config) -> JoulesOptions:
     _settle_engine_options(config, values)
     if "seed" not in values:
         values["seed"], values["seed_given"] = random_seed(), False
-    if "baselines" not in values:
-        values["baselines"] = Path(config.rootpath) / "baselines"
+    if "baselines" not in values and not values.get("enabled"):
+        values["baselines"] = Path(config.rootpath) / "baselines"  # unused: no need to search
+    elif "baselines" not in values:
+        values["baselines"] = default_baselines(Path(config.rootpath), config.inipath is not None)
+        if config.inipath is None:  # node ids follow the rootdir: key the store from where it lies
+            values["key_base"] = values["baselines"].parent
+    if values.get("enabled"):
+        check_baselines(values["baselines"], _given_as(config, "--joules-baselines")
+                        if _raw(config, "--joules-baselines")[0] is not None else "the default baselines directory")
     return JoulesOptions(**values)
+
+
+#: what marks the top of a repository, where the search for a default store stops
+REPOSITORY_MARKERS = (".git", ".hg", ".svn")
+
+
+def default_baselines(rootdir: Path, has_ini: bool) -> Path:
+    """The store when no --joules-baselines (or ini key) says where.
+
+    With an ini file pytest's rootdir is that file's directory, the same from wherever pytest
+    runs: `<rootdir>/baselines`. Without one, rootdir is the common ancestor of the arguments and
+    the invocation directory, so `pytest` from a subdirectory gets another rootdir; then the nearest
+    existing `baselines/` from rootdir up to the repository root is taken, and with none there a
+    new store goes to the repository root (rootdir outside a repository).
+    """
+    if has_ini:
+        return rootdir / "baselines"
+    chain = [rootdir, *rootdir.parents]
+    top = next((d for d in chain if any(os.path.exists(d / m) for m in REPOSITORY_MARKERS)), None)
+    if top is None:
+        return rootdir / "baselines"
+    for directory in chain[: chain.index(top) + 1]:
+        if (directory / "baselines").is_dir():
+            return directory / "baselines"
+    return top / "baselines"
+
+
+def check_baselines(path: Path, given_as: str) -> None:
+    """A store path that cannot be a store is a usage error: reading it as empty would turn the gate off."""
+    if os.path.islink(path) and not path.exists():
+        raise pytest.UsageError(f"{given_as} {path}: a symlink to {os.readlink(path)}, which does not exist; "
+                                "restore its target or point --joules-baselines at the store directory")
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{given_as} {path}: is a file, not a directory; point --joules-baselines "
+                                "at the store directory (it holds one directory per device)")

@@ -13,7 +13,7 @@ import pytest
 
 from . import marker, options
 from .fixtures import _joules_point, joules, joules_engine, joules_meter, trtllm_engine  # noqa: F401  (registers them)
-from .fixtures import SKIP_REASON
+from .fixtures import DRY_RUN, SKIP_REASON
 
 WORKER_KEY = "pytest_joules"
 SEED_KEY = "pytest_joules_seed"
@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         opts = dataclasses.replace(opts, seed=int(config.workerinput[SEED_KEY]))
     state = session.JoulesSession(opts)
+    state.rootdir = config.rootpath
     if _is_worker(config):
         state.worker = (config.workerinput["workerid"], int(config.workerinput["workercount"]))
     config.stash[session.STASH] = state
@@ -83,10 +84,13 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     model = f", model {o.model}" if o.model else ""
     update = ", updating baselines" if o.update_baselines else ""
     noisy = " (noisy verdicts fail)" if o.noisy_fails else ""
+    noisy += " (tests without a baseline fail)" if o.new_fails else ""
     rounds = f"rounds {o.rounds}" + (f" (at most {o.max_seconds:g} s a test)" if o.rounds == "auto" else "")
     seed = f"seed {o.seed}" + ("" if o.seed_given else f" (random; --joules-seed {o.seed} repeats this run)")
+    new = "" if state.store_existed else " (does not exist yet)"
+    dry = f", {DRY_RUN} (meter none)" if o.meter == "none" else ""
     return (f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}{noisy}, {rounds}, {seed}, "
-            f"baselines {o.baselines}{update}")
+            f"baselines {o.baselines}{new}{update}{dry}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -98,20 +102,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     pytest.fail(message, pytrace=False)  # outside `except`, so no chained traceback is shown
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker(marker.NAME) is not None and _state(item.config) is None:
-        pytest.skip(SKIP_REASON)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # a skip mark, not pytest.skip() in a hook: pytest reports a mark's skip at the test, not here
+    if _state(config) is not None:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker(marker.NAME) is not None:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: sees the outcome after xfail and the like
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    state = _state(item.config) if call.when == "call" else None
+    if state is not None and state.options.update_baselines:
+        state.test_done(item.nodeid, passed=report.passed)  # a failing test's baselines are not saved
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if state is None:
         return
+    state.flush_baselines()  # each process (an xdist worker too) writes what it recorded, once
     state.close()
     if _is_worker(session.config):
         # xdist: ship this worker's measurements to the controller (see pytest_testnodedown)
-        payload = {"records": state.records, "model_path": state.model_path}
+        payload = {"records": state.records, "model_path": state.model_path,
+                   "replaced": state.replaced, "baseline_errors": state.baseline_errors}
         session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)
         return
     from .errors import JoulesError
@@ -123,7 +142,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     except JoulesError as exc:
         state.json_error = str(exc)
     state.write_exports()  # the controller only: workers returned above
-    if (state.json_error or state.export_errors) and session.exitstatus == pytest.ExitCode.OK:
+    state.autosave()
+    if (state.json_error or state.export_errors or state.baseline_errors) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -136,6 +156,14 @@ def pytest_configure_node(node: Any) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist controller: keep the collection order, so the summary lists tests as a run without -n does."""
+    state = _state(node.config)
+    if state is not None and not state.collection_order:
+        state.collection_order = {nodeid: i for i, nodeid in enumerate(ids)}
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect the measurements a worker took."""
     state = _state(node.config)
@@ -144,8 +172,10 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         return
     payload = json.loads(data)
     state.records.extend(payload.get("records", []))
-    state.records.sort(key=lambda r: (r.get("nodeid", ""), r.get("key", "")))  # workers finish in any order
+    state.records.sort(key=state.record_order)  # workers finish in any order; stable: a test's own stay in order
     state.model_path = state.model_path or payload.get("model_path")
+    state.replaced += payload.get("replaced", [])
+    state.baseline_errors += payload.get("baseline_errors", [])
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -29,6 +29,22 @@ from .errors import DataError
 REQUIRED = ("n_in", "n_out")
 ENERGY_COLUMNS = ("j_per_out_token", "energy_j")
 
+#: what the fit can represent: n²/m and its ratio to J/out-token stay far inside double precision
+#: (a length of 10**400 or a J/token of 1e-320 is no measurement, and overflows the fit)
+MAX_TOKENS = 10**9
+J_RANGE = (1e-15, 1e15)
+
+
+def check_point(where: str, n_in: int, n_out: int, j: float) -> Point:
+    """The point, or DataError naming `where` when a value is beyond what the fit can represent."""
+    for name, value in (("n_in", n_in), ("n_out", n_out)):
+        if value > MAX_TOKENS:
+            raise DataError(f"{where}: {name} ({len(str(value))} digits) is more than {MAX_TOKENS:.0e} tokens; not a workload")
+    if not J_RANGE[0] <= j <= J_RANGE[1]:
+        raise DataError(f"{where}: j_per_out_token {j!r} is outside {J_RANGE[0]:g}..{J_RANGE[1]:g} J: no measurement "
+                        "is, and the fit cannot represent it; check the units")
+    return Point(n_in, n_out, j)
+
 
 @dataclass
 class PointsFile:
@@ -41,6 +57,8 @@ class PointsFile:
     notes: list[str] = field(default_factory=list)
     #: requests / max_batch_size the points ran at: a value, "mixed", or the key absent (unknown)
     batching: dict[str, Any] = field(default_factory=dict)
+    #: "Llama-3.1-8B on H100-SXM" for a results file (figure titles); "" for a CSV
+    source: str = ""
 
 
 def batching_of(settings: dict[str, set[Any]]) -> dict[str, Any]:
@@ -129,7 +147,7 @@ def _csv_point(path: Path, line: int, row: list[str], columns: dict[str, int]) -
         energy = _positive_float(row[columns["energy_j"]], "energy_j", where)
         requests = _positive_int(row[columns["requests"]], "requests", where) if "requests" in columns else 1
         j = energy / (requests * n_out)
-    return Point(n_in, n_out, j)
+    return check_point(where, n_in, n_out, j)
 
 
 def _number(cell: str, name: str, where: str) -> float:
@@ -169,12 +187,12 @@ def _from_results(path: Path) -> PointsFile:
     points = []
     skipped = 0
     settings = set()
-    for row in results.rows:
+    for i, row in enumerate(results.rows):
         if row.j_per_out_token is None:
             skipped += 1
             continue
         w = row.workload
-        points.append(Point(w.n_in, w.n_out, row.j_per_out_token))
+        points.append(check_point(f"{path}: results[{i}]", w.n_in, w.n_out, row.j_per_out_token))
         settings.add((w.requests, w.max_batch_size))
     notes = []
     if skipped:
@@ -187,4 +205,8 @@ def _from_results(path: Path) -> PointsFile:
             f"{path}: none of its {len(results.rows)} result(s) has a valid J/out-token; nothing to fit"
         )
     batching = batching_of({"requests": {r for r, _ in settings}, "max_batch_size": {b for _, b in settings}})
-    return PointsFile(path=path, points=points, simulated=results.simulated, skipped=skipped, notes=notes, batching=batching)
+    model = results.engine.get("model") or results.engine.get("kind") or ""
+    gpu = results.device.get("gpu") or results.device.get("name") or ""
+    source = " on ".join(str(part) for part in (model, gpu) if part)
+    return PointsFile(path=path, points=points, simulated=results.simulated, skipped=skipped, notes=notes,
+                      batching=batching, source=source)

@@ -65,6 +65,22 @@ class JoulesSession:
     export_errors: list[str] = field(default_factory=list)
     #: the $GITHUB_STEP_SUMMARY file the Markdown summary was appended to
     step_summary: str | None = None
+    #: why staged baselines could not be written (shown in the summary; the session fails)
+    baseline_errors: list[str] = field(default_factory=list)
+    #: files of another fingerprint an update replaced (`baselines.Replaced` as dicts, from workers too)
+    replaced: list[dict[str, Any]] = field(default_factory=list)
+    #: whether the baselines directory existed when the session began (a new one is announced)
+    store_existed: bool = True
+    #: xdist controller: each node id's place in the collection (the summary's row order)
+    collection_order: dict[str, int] = field(default_factory=dict)
+    #: the run --joules-autosave kept (`runs.SavedRun`), for the summary
+    saved_run: Any = None
+    #: pytest's rootdir: the git commit recorded in the results is the one of the code under test
+    rootdir: Any = None
+    _document: Any = None
+
+    def __post_init__(self) -> None:
+        self.store_existed = self.options.baselines.is_dir()
 
     # -- engine and meter ---------------------------------------------------------------------
     def engine_spec(self) -> Any:
@@ -225,6 +241,23 @@ class JoulesSession:
         """The model the summary shows: this process's, or under xdist the one a worker used."""
         return choose_model(self.models_for_report())
 
+    def test_key(self, node: Any) -> str:
+        """The baseline key of a test: its node id, with the file part made relative to
+        `options.key_base` when that is set (so a store is keyed alike from any rootdir)."""
+        base = self.options.key_base
+        nodeid = node.nodeid
+        if base is None or "::" not in nodeid:
+            return nodeid
+        import os
+
+        try:
+            rel = os.path.relpath(node.path, base)
+        except ValueError:  # another drive (Windows)
+            return nodeid
+        if rel.startswith(".."):  # a test outside the store's directory: keep pytest's id
+            return nodeid
+        return rel.replace(os.sep, "/") + "::" + nodeid.split("::", 1)[1]
+
     # -- judging one measurement --------------------------------------------------------------
     def judge(self, m: Measurement, key: str, tolerance: float | None, model_tolerance: float | None) -> tuple[list[str], dict[str, Any]]:
         """Fill in the baseline, verdict and prediction of `m`; returns (failures, record extras)."""
@@ -232,7 +265,7 @@ class JoulesSession:
         failures: list[str] = []
         extra: dict[str, Any] = {"key": key, "baseline_note": "", "baseline_updated": False, "extrapolated": False}
         if m.dry_run:
-            m.verdict = V.Verdict(V.DRY_RUN, tolerance=tol, detail="dry run (meter 'none'): nothing measured")
+            m.verdict = V.Verdict(V.DRY_RUN, tolerance=tol, detail=f"dry run: no energy read (meter {m.meter!r})")
             return failures, extra
         if not m.valid:
             m.verdict = V.Verdict(V.INVALID, tolerance=tol, detail="no valid rounds: " + "; ".join(m.problems))
@@ -268,7 +301,10 @@ class JoulesSession:
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             extra["baseline_note"] = found.note
         if m.verdict.failed and not self.options.update_baselines:
-            failures.append(f"{key}: energy " + m.verdict.message())
+            failures.append(m.verdict.failure(test_name(key)))
+        elif m.verdict.status == V.NEW and self.options.new_fails and not self.options.update_baselines:
+            failures.append(f"energy new (--joules-new-fails): {test_name(key)}: {m.verdict.detail}; record its baseline "
+                            "with --joules-update-baselines (a renamed test needs one under its new name)")
         return True
 
     def rounds_rule(self, key: str, workload: Any, tolerance: float | None) -> Any:
@@ -290,11 +326,40 @@ class JoulesSession:
         return rounds.Compare(baseline=list(found.entry.rounds), **budget)
 
     def _record(self, m: Measurement, key: str, failures: list[str], extra: dict[str, Any]) -> None:
+        """Stage the rounds; they are written at the session's end (or when `due`, between tests),
+        and dropped if the test fails (`test_done`)."""
         try:
-            self.store.record(self.fingerprint, key, m.workload, m.round_values, m.spread)
+            self.store.stage(self.fingerprint, key, m.workload, m.round_values, m.spread)
             extra["baseline_updated"] = True
         except DataError as exc:
             failures.append(f"baseline store: {exc}")
+
+    def test_done(self, nodeid: str, passed: bool) -> None:
+        """After a test's call phase: a failed test's staged baselines are dropped, since its own
+        assertions rejected what it measured; then staged ones are written if due. Flushing only
+        here, between tests, means no entry is written before its test's outcome is known."""
+        if not passed:
+            for r in reversed(self.records):  # this test's records are the last ones
+                if r.get("nodeid") != nodeid:
+                    break
+                if r.get("baseline_updated") and self.store.unstage(self.fingerprint, r["key"]):
+                    r["baseline_updated"] = False
+                    r["baseline_not_saved"] = "the test failed"
+        if self._store is not None and self._store.due():
+            self.flush_baselines()
+
+    def flush_baselines(self) -> None:
+        """Write the staged baselines (one write per file); a failure is kept for the summary."""
+        if self._store is None or not self._store.pending:
+            return
+        import dataclasses
+
+        try:
+            done = self._store.flush()
+        except DataError as exc:
+            self.baseline_errors.append(f"baseline store: {exc}; the baselines of this run were not saved")
+            return
+        self.replaced += [dataclasses.asdict(r) for r in done]
 
     def _predict(self, m: Measurement, extra: dict[str, Any], tolerance: float | None, failures: list[str]) -> None:
         model = self.model()
@@ -331,6 +396,12 @@ class JoulesSession:
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
 
+    def record_order(self, record: dict[str, Any]) -> tuple[int, list[Any]]:
+        """Sort key of a record: its test's place in the collection, else its node id with the
+        numbers in it compared as numbers (n_out=256 before n_out=1024, not after as text)."""
+        nodeid = str(record.get("nodeid", ""))
+        return self.collection_order.get(nodeid, len(self.collection_order)), natural_key(nodeid)
+
     def mape(self) -> tuple[float | None, int]:
         """MAPE of the model's predictions over the session (in-range points only), and their count."""
         errors = [r["model_error"] for r in self.records if r.get("model_error") is not None and not r.get("extrapolated")]
@@ -354,9 +425,33 @@ class JoulesSession:
     def write_json(self) -> None:
         if self.options.json is None:
             return
-        from .results import atomic_write_json, results_document
+        from .results import atomic_write_json
 
-        doc = results_document([], models=[m.to_dict() for m in self.models_for_report()])
+        doc = self.document()
+        try:
+            atomic_write_json(self.options.json, doc)
+        except OSError as exc:
+            raise JoulesError(f"--joules-json {self.options.json}: cannot write: {exc}") from None
+
+    def autosave(self) -> None:
+        """--joules-autosave: keep this run as the next numbered file in `.joules/`."""
+        if not self.options.autosave or not self.records:
+            return
+        from .runs import save_run
+
+        try:
+            self.saved_run = save_run(self.options.autosave_dir, self.document())
+        except DataError as exc:
+            self.export_errors.append(str(exc))
+
+    def document(self) -> dict[str, Any]:
+        """The session's results document (--joules-json, --joules-autosave: built once, so both
+        files say the same), at the session's end."""
+        if self._document is not None:
+            return self._document
+        from .results import results_document
+
+        doc = results_document([], models=[m.to_dict() for m in self.models_for_report()], where=self.rootdir)
         if self.records:
             first = self.records[0]
             doc.update(simulated=any(r.get("simulated") for r in self.records), engine=first.get("engine", {}),
@@ -365,10 +460,12 @@ class JoulesSession:
         mape, count = self.mape()
         doc["session"] = {"mape": mape, "mape_points": count, "model_path": self.model_path,
                           "model_check": self.model_check(), "baselines": str(self.options.baselines)}
-        try:
-            atomic_write_json(self.options.json, doc)
-        except OSError as exc:
-            raise JoulesError(f"--joules-json {self.options.json}: cannot write: {exc}") from None
+        footprint = self.options.footprint
+        if footprint:  # the stated inputs beside the figures they give
+            doc["footprint"] = footprint.to_dict()
+            doc["results"] = [{**r, **footprint.result_fields(r.get("j_per_out_token"))} for r in self.records]
+        self._document = doc
+        return doc
 
     def write_exports(self, environ: Any = None) -> list[str]:
         """--joules-export-gab/-bmf and the $GITHUB_STEP_SUMMARY Markdown; returns what was written.
@@ -380,7 +477,7 @@ class JoulesSession:
         from .results import atomic_write_json
 
         written: list[str] = []
-        rows = exporters.rows_from_records(self.records)
+        rows = exporters.rows_from_records(self.records, self.options.footprint)
         for flag, path, build in (("--joules-export-gab", self.options.export_gab, exporters.gab_json),
                                   ("--joules-export-bmf", self.options.export_bmf, exporters.bmf_json)):
             if path is None:
@@ -414,6 +511,20 @@ class JoulesSession:
         return []
 
 
+def natural_key(text: str) -> list[Any]:
+    """"a[n=256]" before "a[n=1024]": digit runs compare as numbers (they alternate with text, so
+    the list's items line up by type)."""
+    import re
+
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+
+
+def test_name(key: str) -> str:
+    """A baseline key without its file part ("test_chat_turn", "TestX::test_y::#2"): pytest's
+    one-line summaries put the node id beside a failure's message already."""
+    return key.split("::", 1)[1] if "::" in key else key
+
+
 def _batching(w: Any) -> str:
     return f"requests={w.requests}" + (f" max_batch_size={w.max_batch_size}" if w.max_batch_size is not None else "")
 
@@ -426,10 +537,9 @@ def other_batching(records: list[dict[str, Any]]) -> tuple[str | None, int]:
 
 def choose_model(models: list[Any]) -> Any:
     """The lowest leave-one-out MAPE, the paper's models before the linear one; None for none."""
-    if not models:
-        return None
-    paper = [m for m in models if m.name != "linear"] or models
-    return min(paper, key=lambda m: (m.loo_mape if m.loo_mape is not None else m.mape))
+    from .analytical import best_model
+
+    return best_model(models)
 
 
 STASH: pytest.StashKey[JoulesSession] = pytest.StashKey()

@@ -223,7 +223,8 @@ def compare_rounds(
         vc, vb = var / nc, var / nb
         se = math.sqrt(vc + vb)
         # Welch-Satterthwaite on the floored variances; with no variance at all the df does not
-        # matter (se = 0)
+        # matter (se = 0). By hand, not scipy.stats.ttest_ind(equal_var=False): scipy takes each
+        # side's own variance, so it answers a different question once the floor applies
         denom = vc * vc / (nc - 1) + vb * vb / (nb - 1)
         df = (vc + vb) ** 2 / denom if denom > 0 else float(nc + nb - 2)
         method = TEST_WELCH

@@ -49,7 +49,9 @@ FAILING = frozenset({REGRESSION})
 #: every status `judge` can return
 STATUSES = frozenset({PASS, REGRESSION, IMPROVED, NEW, NOISY, INVALID})
 
-#: changes closer to the tolerance than this count as equal to it (float noise in the ratio)
+#: changes closer to the tolerance than this count as equal to it, and a change equal to the
+#: tolerance passes: only float noise in the ratio of medians (~1e-16) is absorbed. The plugin and
+#: `joules compare` both judge here, on the same full-precision rounds (see baselines.py).
 _EPS = 1e-9
 
 
@@ -86,6 +88,32 @@ class Verdict:
             + (f" ({self.detail})" if self.detail else "")
         )
 
+    def failure(self, name: str, what: str = "J/output-token") -> str:
+        """A failing test's message. The first line leads with the verdict and the change, since
+        it is all that pytest's one-line summaries (`-q`, `-rf`, CI annotations) keep."""
+        head = f"energy {self.status}"
+        if self.delta is not None and self.tolerance is not None:
+            head += f" {change_text(self.delta, self.tolerance)} (tolerance {percent_text(self.tolerance)})"
+        head += f": {name}"
+        if self.baseline is not None and self.current is not None:
+            head += f": {what} baseline {self.baseline:.6g}, now {self.current:.6g}"
+        return head + (f"\n  {self.detail}" if self.detail else "")
+
+
+def percent_text(fraction: float) -> str:
+    """0.05 as "5%", 0.125 as "12.5%": a tolerance as users write it."""
+    return f"{fraction * 100:.4g}%"
+
+
+def change_text(delta: float, tolerance: float) -> str:
+    """A change to one decimal ("+10.2%"), or as many more (up to 4) as it takes not to read as
+    the tolerance itself when it is not ("+3.0003%" against 3%)."""
+    for digits in range(1, 5):
+        text = f"{delta:+.{digits}%}"
+        if abs(abs(delta) - tolerance) <= _EPS or f"{abs(delta):.{digits}%}" != f"{tolerance:.{digits}%}":
+            return text
+    return text
+
 
 def check_tolerance(tolerance: float) -> float:
     """Raise ConfigError unless `tolerance` is a finite fraction >= 0 (0.05 means 5%)."""
@@ -95,22 +123,14 @@ def check_tolerance(tolerance: float) -> float:
 
 
 def parse_tolerance(text: str | float) -> float:
-    """A tolerance from the command line or an ini key: "5%" or "0.05" (both mean 5%).
+    """A tolerance from the command line, an ini key or an assertion: "5%" or 0.05 (both mean 5%);
+    a bare number of 1 or more is refused (see tolerance.parse)."""
+    from .tolerance import ToleranceError, parse
 
-    A bare number of 1 or more is refused rather than read as 100% or more: "5" almost
-    certainly means 5%, and guessing would silently loosen a gate.
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        raw = str(text).strip()
-        try:
-            value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-        except ValueError:
-            raise ConfigError(f"tolerance {text!r} is not a number; write it as 0.05 or 5%") from None
-        if not raw.endswith("%") and value >= 1:
-            raise ConfigError(f"tolerance {text!r} would mean {value:.0%}; write {raw}% for {raw} percent, or a fraction such as 0.05")
-    return check_tolerance(value)
+    try:
+        return parse(text)
+    except ToleranceError as exc:
+        raise ConfigError(f"tolerance {text!r}: {exc}") from None
 
 
 def _bad(values: Sequence[float]) -> list[float]:

@@ -8,6 +8,21 @@ from typing import Any
 from .errors import ConfigError, WorkloadMismatch
 
 
+#: the most requests one workload may ask for. A workload runs once per round, several rounds and
+#: a warm-up per test, and one run of it cannot be cut short: the sweet-spot paper's largest
+#: batches are 1,000 requests, and 10,000 requests of 1,000 tokens already take minutes a round
+#: on an H100. Larger batches belong in several tests (or a sweep), not in one energy test.
+MAX_REQUESTS = 10_000
+
+
+def requests_problem(value: int) -> str | None:
+    """Why `requests` is too many to run (None when it is fine); `value` is a positive integer."""
+    if value <= MAX_REQUESTS:
+        return None
+    return (f"requests={value} is more than {MAX_REQUESTS:,}: one workload runs once per round and "
+            "cannot be cut short, so it would run for hours; split it into smaller workloads")
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -63,7 +78,8 @@ class EngineRun:
     `input_tokens` / `output_tokens` hold one count per request. `seconds` is the time the run
     took (wall clock on real hardware, simulated time on the sim). `phases` holds what the engine
     knows of its phases, e.g. {"prefill_s": ..., "decode_s": ...}; `info` anything else
-    (perf metrics, batch composition).
+    (perf metrics, batch composition). `problems` says why the run's time and energy are not the
+    workload's alone (a compilation inside it): a measured round containing it is invalid.
     """
 
     input_tokens: list[int]
@@ -71,6 +87,7 @@ class EngineRun:
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def total_output_tokens(self) -> int:

@@ -51,6 +51,8 @@ class FakeEngine:
         return {"kind": "fake", "model": self.model, "dtype": "fp16", "version": "1.0"}
 
     def run(self, workload):
+        if workload.n_in == 999:  # a limit only a run finds, as TensorRT-LLM's executor checks prompts
+            raise ConfigError("prompt length 999 exceeds the engine's max_input_len 998; rebuild it with a larger one")
         tokens = workload.output_tokens
         joules = j_per_token(workload.n_in, workload.n_out) * tokens * self.slowdown
         joules *= 1 + self._rng.uniform(-self.jitter, self.jitter)

@@ -160,10 +160,13 @@ def test_invalid_new_results_are_reported_invalid(files, capsys):
     assert compare(capsys, old, new)[0] == 0  # without --fail it only reports
 
 
-def test_test_ids_with_brackets_are_printed_verbatim(files, capsys):
+def test_test_ids_with_brackets_are_printed_verbatim(files, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # room for the name on one line (narrower breaks it at "[" and "-")
     name = "tests/test_llm.py::test_energy[n_in=512-n_out=128]"
     old, new = files([make(name, 1.0, seed=1)], [make(name, 1.0, seed=2)])
-    assert name in compare(capsys, old, new)[1]
+    out = compare(capsys, old, new)[1]
+    # the table names each file once, then its tests: both parts verbatim, brackets not read as markup
+    assert "\n tests/test_llm.py " in out and "\n   test_energy[n_in=512-n_out=128] " in out
 
 
 # -- devices ------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_fit_json_is_one_object_with_models_and_sweet_spots(capsys, csv_file):
 
 
 def test_fit_one_model(capsys, csv_file):
-    code, out, _ = run_cli(capsys, "fit", csv_file, "--model", "flops", "--json")
+    code, out, _ = run_cli(capsys, "fit", csv_file, "--fit", "flops", "--json")
     assert code == 0
     assert [m["name"] for m in json.loads(out)["models"]] == ["flops"]
 
@@ -106,12 +106,12 @@ def test_fit_human_output_has_heatmap_models_and_sweet_spots(capsys, csv_file):
 
 
 def test_fit_results_json_says_simulated_and_skips(capsys, results_file):
-    code, out, err = run_cli(capsys, "fit", results_file, "--model", "flops")
+    code, out, err = run_cli(capsys, "fit", results_file, "--fit", "flops")
     assert code == 0
     assert "SIMULATED Tokens per joule" in out and "SIMULATED Fitted energy models (16 points)" in out
     assert "SIMULATED Sweet spots" in out
     assert "skipped 1 result(s)" in err
-    code, out, _ = run_cli(capsys, "fit", results_file, "--model", "flops", "--json")
+    code, out, _ = run_cli(capsys, "fit", results_file, "--fit", "flops", "--json")
     doc = json.loads(out)
     assert doc["simulated"] is True and doc["models"][0]["n_points"] == 16
 
@@ -124,7 +124,7 @@ def test_fit_save_then_sweetspot(capsys, csv_file, tmp_path):
     assert [m.name for m in models] == ["flops", "memflops", "linear"]
     assert json.loads(saved.read_text())["simulated"] is False
 
-    code, out, err = run_cli(capsys, "sweetspot", saved, "--n-in", 512, "--model", "memflops", "--json")
+    code, out, err = run_cli(capsys, "sweetspot", saved, "--n-in", 512, "--fit", "memflops", "--json")
     assert code == 0 and err == ""
     doc = json.loads(out)
     want = models[1].sweet_spot(512)
@@ -135,7 +135,7 @@ def test_fit_save_then_sweetspot(capsys, csv_file, tmp_path):
     assert spot["tokens_per_joule_max"] == pytest.approx(1 / want.j_per_out_token_min)
     assert spot["inside_range"] is True and spot["n_in_inside_range"] is True
 
-    code, out, _ = run_cli(capsys, "sweetspot", saved, "--n-in", 512, 8192, "--model", "flops")
+    code, out, _ = run_cli(capsys, "sweetspot", saved, "--n-in", 512, 8192, "--fit", "flops")
     assert code == 0
     assert "Sweet spot of the flops model" in out
     assert f"{models[0].sweet_spot(512).n_out_opt:.1f}" in out
@@ -143,7 +143,7 @@ def test_fit_save_then_sweetspot(capsys, csv_file, tmp_path):
 
 
 def test_fit_json_output_is_itself_a_model_file(capsys, csv_file, tmp_path):
-    _, out, _ = run_cli(capsys, "fit", csv_file, "--model", "memflops", "--json")
+    _, out, _ = run_cli(capsys, "fit", csv_file, "--fit", "memflops", "--json")
     path = tmp_path / "fit.json"
     path.write_text(out)
     assert FittedModel.load(path).name == "memflops"
@@ -153,7 +153,7 @@ def test_fit_json_output_is_itself_a_model_file(capsys, csv_file, tmp_path):
 
 def test_sweetspot_linear_and_simulated(capsys, results_file, tmp_path):
     saved = tmp_path / "m.json"
-    assert run_cli(capsys, "fit", results_file, "--model", "linear", "--save", saved)[0] == 0
+    assert run_cli(capsys, "fit", results_file, "--fit", "linear", "--save", saved)[0] == 0
     code, out, _ = run_cli(capsys, "sweetspot", saved, "--n-in", 256)
     assert code == 0
     assert "SIMULATED Sweet spot of the linear model" in out
@@ -194,13 +194,13 @@ def test_fit_all_fits_what_the_points_allow_and_notes_the_rest(capsys, tmp_path)
     assert [m["name"] for m in json.loads(out)["models"]] == ["linear"]
     assert "not fitted: " in err and "the flops model has 5 parameters" in err and "the memflops model has 6" in err
     # a model named explicitly is an error when the points cannot determine it
-    code, out, err = run_cli(capsys, "fit", path, "--model", "flops")
+    code, out, err = run_cli(capsys, "fit", path, "--fit", "flops")
     assert code == 2 and out == "" and "the flops model has 5 parameters" in err
 
 
 def test_fit_bad_model_choice_is_a_usage_error(capsys, csv_file):
     with pytest.raises(SystemExit) as info:
-        main(["fit", str(csv_file), "--model", "cubic"])
+        main(["fit", str(csv_file), "--fit", "cubic"])
     assert info.value.code == 2
     assert "invalid choice: 'cubic'" in capsys.readouterr().err
 
@@ -218,9 +218,8 @@ def test_fit_unwritable_save_exits_2(capsys, csv_file, tmp_path):
         (None, [], "no such file"),
         ('{"a": 1}', [], "not a model file"),
         ("{", [], "not valid JSON"),
-        ("MODELS", [], "holds 3 models (flops, memflops, linear); pick one with --model NAME"),
-        ("MODELS", ["--model", "cubic"], "unknown model 'cubic'; known models: flops, memflops, linear"),
-        ("ONE", ["--model", "linear"], "has no 'linear' model; it holds: flops"),
+        ("MODELS", ["--fit", "cubic"], "unknown model 'cubic'; known models: flops, memflops, linear (or best, all)"),
+        ("ONE", ["--fit", "linear"], "has no 'linear' model; it holds: flops"),
     ],
 )
 def test_sweetspot_bad_input_exits_2(capsys, tmp_path, content, extra, message):
@@ -258,7 +257,7 @@ def _joules_script() -> str:
 
 def test_console_script_fit(csv_file, tmp_path):
     saved = tmp_path / "m.json"
-    done = subprocess.run([_joules_script(), "fit", str(csv_file), "--model", "memflops", "--json", "--save", str(saved)],
+    done = subprocess.run([_joules_script(), "fit", str(csv_file), "--fit", "memflops", "--json", "--save", str(saved)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)["models"][0]
@@ -287,6 +286,66 @@ def test_subcommand_modules_import_nothing_heavy():
 def test_fit_is_consistent_with_the_library(capsys, csv_file):
     from pytest_joules.points import read_points
 
-    _, out, _ = run_cli(capsys, "fit", csv_file, "--model", "memflops", "--json")
+    _, out, _ = run_cli(capsys, "fit", csv_file, "--fit", "memflops", "--json")
     direct = fit("memflops", read_points(csv_file).points)
     assert json.loads(out)["models"][0]["theta"] == pytest.approx(list(direct.theta), rel=1e-12)
+
+
+# -- sweetspot on a file of several models (issue 13, fix 1) and the --fit name (fix 11) -----------
+COMMITTED_MODEL = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b.model.json"
+
+
+def _three_models(path: Path, loo: dict[str, float]) -> Path:
+    path.write_text(json.dumps({"models": [
+        FittedModel(n, t, 0.01, loo[n], 9, (64, 512), (64, 512)).to_dict()
+        for n, t in (("flops", THETA[:5]), ("memflops", THETA), ("linear", (1.0, 1.0, 1.0)))
+    ]}))
+    return path
+
+
+def test_sweetspot_picks_the_lowest_loo_mape_and_says_which(capsys, tmp_path):
+    path = _three_models(tmp_path / "m.json", {"flops": 0.04, "memflops": 0.02, "linear": 0.01})
+    code, out, err = run_cli(capsys, "sweetspot", path, "--n-in", 512)
+    assert code == 0 and err == ""
+    assert "Sweet spot of the memflops model" in out  # linear has no sweet spot, however low its MAPE
+    assert "chose the memflops model: the lowest leave-one-out MAPE" in out
+    assert "flops 4.00%, memflops 2.00%, linear 1.00%" in out
+    code, out, _ = run_cli(capsys, "sweetspot", path, "--n-in", 512, "--json")
+    assert json.loads(out)["model"] == "memflops" and json.loads(out)["chosen_by"] == "lowest loo_mape"
+
+
+def test_sweetspot_on_the_committed_model_file_as_the_readme_shows(capsys):
+    code, out, err = run_cli(capsys, "sweetspot", COMMITTED_MODEL, "--n-in", 512)
+    assert code == 0 and err == ""
+    assert "SIMULATED Sweet spot of the" in out and "chose the " in out
+
+
+def test_sweetspot_n_in_takes_a_comma_list_like_sweep(capsys, tmp_path):
+    path = _three_models(tmp_path / "m.json", {"flops": 0.04, "memflops": 0.02, "linear": 0.01})
+    code, out, _ = run_cli(capsys, "sweetspot", path, "--n-in", "128,512", 1024, "512", "--json")
+    assert code == 0
+    assert [s["n_in"] for s in json.loads(out)["sweet_spots"]] == [128, 512, 1024]
+    with pytest.raises(SystemExit):
+        main(["sweetspot", str(path), "--n-in", "128,0"])
+    assert "argument --n-in: expected a positive whole number of tokens, got '0'" in capsys.readouterr().err
+
+
+def test_sweetspot_fit_all_shows_each_model(capsys, tmp_path):
+    path = _three_models(tmp_path / "m.json", {"flops": 0.04, "memflops": 0.02, "linear": 0.01})
+    code, out, _ = run_cli(capsys, "sweetspot", path, "--n-in", 512, "--fit", "all")
+    assert code == 0 and "Sweet spot of 3 models" in out
+    assert all(f"│ {name} " in out for name in ("flops", "memflops", "linear"))
+    code, out, _ = run_cli(capsys, "sweetspot", path, "--n-in", 512, "--fit", "all", "--json")
+    assert [m["model"] for m in json.loads(out)["models"]] == ["flops", "memflops", "linear"]
+
+
+@pytest.mark.parametrize("argv", [["fit", "CSV", "--json"], ["sweetspot", "MODEL", "--n-in", "512", "--json"]])
+def test_model_is_a_deprecated_alias_of_fit(capsys, csv_file, tmp_path, argv):
+    path = _three_models(tmp_path / "m.json", {"flops": 0.04, "memflops": 0.02, "linear": 0.01})
+    argv = [str(csv_file) if a == "CSV" else str(path) if a == "MODEL" else a for a in argv]
+    code, out, err = run_cli(capsys, *argv, "--model", "flops")
+    assert code == 0
+    doc = json.loads(out)
+    assert (doc["models"][0] if "models" in doc else doc)["model" if "model" in doc else "name"] == "flops"
+    assert err.startswith(f"joules {argv[0]}: warning: --model is deprecated here, use --fit")
+    assert err.count("\n") == 1

@@ -200,3 +200,57 @@ def test_bad_engine_options_exit_2_with_one_line(args, message, capsys):
     assert message in captured.err
     assert captured.err.startswith("joules sweep: error:") and captured.err.count("\n") == 1
     assert captured.out == ""  # refused before measuring
+
+
+# -- feedback on long work and tables that read in a plain log (issue 13, fix 9) ---------------------
+def test_sweep_says_what_it_loads_while_the_engine_loads(capsys, monkeypatch):
+    from pytest_joules import registry
+
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal's stderr, where the spinner shows
+
+    def slow_load(spec):
+        import time
+
+        err = ""
+        for _ in range(40):  # the spinner draws within its first refresh (1/12.5 s)
+            err += capsys.readouterr().err
+            if "loading the sim engine with Llama-3.1-8B…" in err:
+                raise KeyboardInterrupt
+            time.sleep(0.05)
+        raise AssertionError(f"nothing said while loading: {err!r}")
+
+    monkeypatch.setattr(registry, "make_engine", slow_load)
+    assert main(["sweep", "--model", "Llama-3.1-8B", "--n-in", "64", "--n-out", "64"]) == 130
+
+
+def test_the_progress_bar_has_an_eta_and_a_label_of_one_width(capsys, monkeypatch):
+    import rich.progress
+
+    seen = {}
+
+    class Recording(rich.progress.Progress):
+        def update(self, task_id, **kwargs):
+            if "description" in kwargs:
+                seen.setdefault("labels", set()).add(kwargs["description"])
+            super().update(task_id, **kwargs)
+
+        def __init__(self, *columns, **kwargs):
+            seen["columns"] = columns
+            super().__init__(*columns, **kwargs)
+
+    monkeypatch.setattr(rich.progress, "Progress", Recording)
+    main(["sweep", "--n-in", "64,4096", "--n-out", "8,512", "--rounds", "1", "--seed", "1"])
+    assert any(isinstance(c, rich.progress.TimeRemainingColumn) for c in seen["columns"])
+    assert len(seen["labels"]) == 4 and len({len(label) for label in seen["labels"]}) == 1
+
+
+def test_sweep_tables_read_without_colour_and_titles_do_not_wrap(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["sweep", "--n-in", "64,512", "--n-out", "64,256,1024", "--rounds", "1", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out  # captured: no colour, so the best model needs its mark
+    assert "SIMULATED Sweep: Llama-3.1-8B on H100-SXM (requests=1)" in out.splitlines()[0]
+    assert "★ lowest LOO MAPE" in out and "in green" not in out
+    assert "notes" not in out  # no point had a note: no empty column
+    assert "tokens per joule (higher is better); ★ best\n" in out.replace(" \n", "\n").replace("  ", " ") or \
+        "★ best" in next(line for line in out.splitlines() if "higher is better" in line)

@@ -72,7 +72,7 @@ def test_assert_helpers_compare_with_baseline_and_model():
     m.baseline_rounds = [1.0, 1.0, 1.0]
     assert m.assert_no_regression(0.05).status == "pass"
     m.baseline_rounds = [0.9, 0.9, 0.9]  # now is 11% above
-    with pytest.raises(AssertionError, match=r"baseline 0\.9, now 1, delta \+11\.11%, tolerance 5\.00%"):
+    with pytest.raises(AssertionError, match=r"^energy regression \+11\.1% \(tolerance 5%\): t: J/output-token baseline 0\.9, now 1\n"):
         m.assert_no_regression(0.05)
     with pytest.raises(AssertionError, match="no fitted model"):
         m.assert_matches_model()
@@ -84,7 +84,7 @@ def test_assert_helpers_compare_with_baseline_and_model():
     assert m.assert_matches_model("10%") == pytest.approx(0.05 / 1.05)
     with pytest.raises(AssertionError, match="from the memflops prediction"):
         m.assert_matches_model("1%")
-    with pytest.raises(AssertionError, match=r"delta \+11\.11%, tolerance 5\.00%"):
+    with pytest.raises(AssertionError, match=r"^energy regression \+11\.1% \(tolerance 5%\)"):
         m.assert_no_regression("5%")
     m.baseline_rounds = [1.0, 1.0, 1.0]
     assert m.assert_no_regression("5%").status == "pass"

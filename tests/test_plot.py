@@ -55,7 +55,7 @@ def test_heatmap_cells_best_mark_and_holes():
     best = max(by_cell, key=by_cell.get)
     marked = [(n, GRID[j]) for n in GRID for j, cell in enumerate(body[str(n)]) if cell.startswith("★")]
     assert marked == [best]
-    assert body["64"][0] == f"{by_cell[(64, 64)]:.3g}"
+    assert body["64"][0] == f"{by_cell[(64, 64)]:.4g}"  # 4 significant digits, as every table
     assert text.count("★") == 2  # the best cell and the caption
 
 
@@ -165,10 +165,63 @@ def test_scattered_lengths_are_binned_to_powers_of_two(tmp_path):
     assert "n_in and n_out binned to the nearest power of two" in text
     # each bin shows the median of its points: check one bin against a direct computation
     in_bin = [p.j_per_out_token for p in pts if 2 ** round(np.log2(p.n_in)) == 512 and 2 ** round(np.log2(p.n_out)) == 256]
-    assert body["512"][2].lstrip("★ ") == f"{1 / float(np.median(in_bin)):.3g}"
+    assert body["512"][2].lstrip("★ ") == f"{1 / float(np.median(in_bin)):.4g}"
 
 
 def test_few_distinct_lengths_are_not_binned():
     pts = [Point(n, m, 0.1) for n in (100, 300) for m in (50, 70)]
     text = render(heatmap(pts))
     assert list(rows(text)) == ["100", "300"] and "binned" not in text
+
+
+# -- a figure that reads (issue 13, fix 10) ------------------------------------------------------------
+def _axes():
+    from matplotlib.figure import Figure
+
+    return Figure().add_subplot(1, 1, 1)
+
+
+def _luminance(colour) -> float:
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(colour)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_heatmap_text_is_light_on_dark_cells_and_dark_on_light_ones():
+    from pytest_joules.report.plot import _draw_heatmap
+
+    ax = _axes()
+    _draw_heatmap(ax, points())
+    image = ax.images[0]
+    for text in ax.texts:
+        cell = image.cmap(image.norm(float(text.get_text().lstrip("★\n").replace(",", ""))))
+        assert abs(_luminance(text.get_color()) - _luminance(cell)) > 0.4, text.get_text()
+
+
+def test_curves_one_readable_line_per_input_and_labelled_log_ticks():
+    from pytest_joules.report.plot import _draw_curves
+
+    pts = points()
+    models = fit_all(pts)
+    ax = _axes()
+    _draw_curves(ax, pts, models)
+    curves = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata()) > 1]
+    assert len(curves) == len(GRID)  # the best model's curve per n_in, not one per model on top of each other
+    assert all(_luminance(line.get_color()) < 0.75 for line in ax.lines)  # no faint yellow on white
+    low, high = ax.get_ylim()
+    labelled = [(t, label.get_text()) for t, label in zip(ax.get_yticks(), ax.get_yticklabels()) if low <= t <= high]
+    assert len(labelled) >= 3 and all(text for _, text in labelled)  # not 10^0 and 10^-1 alone
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum("(drawn)" in t for t in legend) == 1 and sum("not drawn" in t for t in legend) == len(models) - 1
+
+
+def test_fit_titles_the_figure_with_model_and_gpu(tmp_path, monkeypatch, capsys):
+    import pytest_joules.report.plot as plot
+    from pathlib import Path
+
+    seen = {}
+    monkeypatch.setattr(plot, "save_plot", lambda path, pts, models, title: seen.setdefault("title", title))
+    sweep = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b.sweep.json"
+    assert main(["fit", str(sweep), "--plot", str(tmp_path / "f.png")]) == 0
+    assert seen["title"] == "SIMULATED Energy per output token: Llama-3.1-8B on H100-SXM"

@@ -163,7 +163,7 @@ def test_noisy_verdicts_pass_by_default_and_fail_with_noisy_fails(proj, monkeypa
     result = proj.runpytest("--joules", "--joules-noisy-fails")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(["joules: engine fake, tolerance 5.0% (noisy verdicts fail), *"])
-    result.stdout.fnmatch_lines(["*test_chat: energy noisy: J/output-token baseline *too noisy to judge a 5.00% change*"])
+    result.stdout.fnmatch_lines(["energy noisy *% (tolerance 5%): test_chat: J/output-token baseline *", "*too noisy to judge a 5.00% change*"])
     proj.runpytest("--joules", "-o", "joules_noisy_fails=true").assert_outcomes(failed=3)
 
 
@@ -193,7 +193,7 @@ def test_marker_tolerance_reaches_the_verdict_on_the_sim(pytester, monkeypatch):
     assert verdicts["test_default_tolerance"]["status"] == "pass" and verdicts["test_default_tolerance"]["tolerance"] == 0.05
     assert verdicts["test_tight"]["status"] == "regression" and verdicts["test_tight"]["tolerance"] == 0.02
     assert 0.02 < verdicts["test_tight"]["delta"] < 0.04
-    result.stdout.fnmatch_lines(["*test_tight: energy regression: *tolerance 2.00%*"])
+    result.stdout.fnmatch_lines(["energy regression +*% (tolerance 2%): test_tight:*"])
 
 
 # -- meter options -------------------------------------------------------------------------------
@@ -311,3 +311,17 @@ def test_a_bad_batching_in_the_model_file_is_reported(pytester, monkeypatch):
     result = proj.runpytest("--joules")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(["*'batching' requests=0: must be a positive integer or 'mixed'*joules fit*"])
+
+
+def test_a_limit_the_engine_finds_while_running_is_one_line_not_a_traceback(proj):
+    proj.makepyfile(test_limit="""
+        import pytest
+
+        @pytest.mark.energy(n_in=999, n_out=8)
+        def test_long_prompt(joules):
+            joules()
+    """)
+    result = proj.runpytest("--joules", "test_limit.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test_long_prompt: prompt length 999 exceeds the engine's max_input_len 998*"])
+    assert "Traceback" not in result.stdout.str() and "raise ConfigError" not in result.stdout.str()

@@ -36,7 +36,7 @@ def proj(pytester, monkeypatch):
         ("energy(n_in=64, n_out=64, max_batch_size=-1)", "test_bad: @pytest.mark.energy max_batch_size=-1*"),
         ("energy(n_in=64, n_out=64, rounds=0)", "test_bad: @pytest.mark.energy rounds=0*"),
         ("energy(n_in=64, n_out=64, tolerance=-0.1)", "test_bad: @pytest.mark.energy tolerance=-0.1: give a fraction*"),
-        ("energy(n_in=64, n_out=64, tolerance=5)", "test_bad: @pytest.mark.energy tolerance=5: give a fraction below 1*'5%'"),
+        ("energy(n_in=64, n_out=64, tolerance=5)", "test_bad: @pytest.mark.energy tolerance=5: write 5% for 5 percent, or a fraction such as 0.05"),
         ("energy(n_in=64, n_out=64, model_tolerance='lots')", "test_bad: @pytest.mark.energy model_tolerance='lots'*"),
     ],
 )

@@ -228,7 +228,7 @@ def test_engine_options_reach_the_engine(proj):
     record_baselines(proj)
     result = proj.runpytest("--joules", "--joules-engine-option", "slowdown=1.1")
     result.assert_outcomes(passed=1, failed=1)  # the fake engine got slowdown=1.1: 10% more energy
-    result.stdout.fnmatch_lines(["*test_chat: energy regression:*delta +10.*%*"])
+    result.stdout.fnmatch_lines(["energy regression +10.*% (tolerance 5%): test_chat:*"])
 
 
 def test_engine_options_from_the_ini_one_per_line(pytester, monkeypatch):
@@ -237,7 +237,7 @@ def test_engine_options_from_the_ini_one_per_line(pytester, monkeypatch):
     proj.runpytest("--joules", "--joules-update-baselines", "--joules-engine-option", "slowdown=1").assert_outcomes(passed=2)
     result = proj.runpytest("--joules", "--joules-json", "out.json")  # both ini lines apply
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*test_chat: energy regression:*delta +*%*"])  # ~10% (another seed's jitter)
+    result.stdout.fnmatch_lines(["energy regression +*% (tolerance 5%): test_chat:*"])  # ~10% (another seed's jitter)
     assert json.loads((proj.path / "out.json").read_text())["results"][0]["seed"] == 7
 
 
@@ -306,7 +306,7 @@ def test_the_slowdown_flag_and_option_may_say_the_same(proj):
     record_baselines(proj)
     result = proj.runpytest("--joules", "--joules-sim-slowdown", "1.10", "--joules-engine-option", "slowdown=1.1")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*test_chat: energy regression:*delta +10.*%*"])
+    result.stdout.fnmatch_lines(["energy regression +10.*% (tolerance 5%): test_chat:*"])
 
 
 def test_the_slowdown_flag_with_an_ini_option_that_disagrees_names_the_ini_key(pytester, monkeypatch):

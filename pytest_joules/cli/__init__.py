@@ -20,9 +20,13 @@ SUBCOMMANDS = {
     "fit": "fit",
     "sweetspot": "sweetspot",
     "sweep": "sweep",
+    "calibrate": "calibrate",
     "doctor": "doctor",
+    "check": "check",
     "compare": "compare",
     "export": "export",
+    "list": "listing",
+    "history": "history",
 }
 
 
@@ -35,10 +39,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = _Parser(prog="joules", description="Energy per output token of LLM inference: fit, sweep, compare.")
+    parser = _Parser(prog="joules", description="Energy per output token of LLM inference: measure, fit, gate.")
     parser.add_argument("--version", action="version", version=f"pytest-joules {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    sub.required = False  # bare `joules` prints the help (main), not "arguments are required"
     for name, module in SUBCOMMANDS.items():
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
@@ -54,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
         return int(args._run(args) or 0)
     except JoulesError as exc:

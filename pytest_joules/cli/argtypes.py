@@ -8,23 +8,67 @@ import math
 from typing import Callable
 
 
-def number(convert: Callable[[str], float], allow_zero: bool, what: str) -> Callable[[str], float]:
-    """A converter that accepts finite values > 0 (or >= 0 with `allow_zero`)."""
+def number(convert: Callable[[str], float], allow_zero: bool, what: str,
+           at_most: float | None = None) -> Callable[[str], float]:
+    """A converter that accepts finite values > 0 (or >= 0 with `allow_zero`), up to `at_most`."""
 
     def parse(text: str) -> float:
         try:
             value = convert(text)
-        except ValueError:
+            finite = math.isfinite(value)
+        except (ValueError, OverflowError):  # OverflowError: an integer beyond any float
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        if not finite or value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"expected {what} of at most {at_most:,.0f}, got {text!r}")
         return value
 
     return parse
+
+
+def requests(text: str) -> int:
+    """A number of requests per workload, at most workload.MAX_REQUESTS (the reason in the error)."""
+    from ..workload import requests_problem
+
+    value = positive_int(text)
+    problem = requests_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+#: token lengths beyond this are no workload (and overflow the models' n²/m in double precision)
+MAX_TOKENS = 10**9
 
 
 positive_int = number(int, False, "a positive integer")
 non_negative_int = number(int, True, "a non-negative integer")
 positive_float = number(float, False, "a positive number")
 seconds = number(float, True, "a non-negative number of seconds")
-tokens = number(int, False, "a positive whole number of tokens")
+tokens = number(int, False, "a positive whole number of tokens", at_most=MAX_TOKENS)
+
+
+def token_list(text: str) -> list[int]:
+    """'128,512' -> [128, 512] (like `joules sweep --n-in`); each part checked as `tokens`."""
+    return [int(tokens(part.strip())) for part in text.split(",")]
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option name kept working: stores into the new option's dest and warns once on stderr.
+
+    `--model` named the analytical model in `fit`/`sweetspot` but the LLM in `sweep`/`calibrate`;
+    the analytical one is `--fit` now.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: object) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        import sys
+
+        print(f"{parser.prog}: warning: {option_string} is deprecated here, use {self.new} "
+              f"({option_string} names the LLM in `joules sweep`)", file=sys.stderr)
+        setattr(namespace, self.dest, values)

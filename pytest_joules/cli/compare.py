@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from ..fingerprint import fingerprint
 from ..results import ResultRow, ResultsFile, read_results
-from ..verdict import IMPROVED, INVALID, NEW, NOISY, REGRESSION, Verdict, judge, parse_tolerance
+from ..verdict import IMPROVED, INVALID, NEW, NOISY, REGRESSION, Verdict, check_tolerance, judge, parse_tolerance
 from ..workload import Workload
 
 DEFAULT_TOLERANCE = 0.05
@@ -80,8 +81,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Compare the J/output-token of two results JSON files (from `pytest --joules "
         "--joules-json` or `joules sweep`) with the same verdicts as the pytest plugin.",
     )
-    p.add_argument("old", metavar="OLD.json", help="the reference results (e.g. from the main branch)")
-    p.add_argument("new", metavar="NEW.json", help="the results to judge")
+    p.add_argument("old", metavar="OLD", help="the reference results: a JSON file (e.g. from the main branch) "
+                   "or a saved run id (0003, last~1)")
+    p.add_argument("new", metavar="NEW", help="the results to judge: a JSON file or a saved run id (last)")
     p.add_argument("--fail", action="store_true", help="exit 1 when any result regressed or has no valid reading")
     p.add_argument(
         "--tolerance", type=_tolerance_arg, default=None, metavar="T",
@@ -93,6 +95,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="compare even when the two files come from different device fingerprints",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    from .. import runs
+
+    runs.add_storage_argument(p)  # OLD and NEW may name saved runs: 0003, last, last~1
     return p
 
 
@@ -106,7 +111,7 @@ def _recorded_tolerance(row: ResultRow) -> float | None:
     verdict = row.raw.get("verdict")
     if isinstance(verdict, dict):
         try:
-            return parse_tolerance(verdict.get("tolerance"))  # type: ignore[arg-type]
+            return check_tolerance(verdict.get("tolerance"))  # type: ignore[arg-type]  # a fraction the plugin wrote
         except ConfigError:
             return None
     return None
@@ -227,25 +232,52 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
 
 
 def _print_table(report: CompareReport) -> None:
+    from rich import box
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, highlight=False, soft_wrap=True)
+    from ..report.names import break_name
+
+    # a terminal's width, or COLUMNS when piped; without either a log is wide enough for the names
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
+    console = Console(file=sys.stdout, width=width, highlight=False, soft_wrap=True)
     sim = " (SIMULATED)" if report.simulated else ""
     console.print(f"joules compare{sim}: {report.old.path} -> {report.new.path}", markup=False)
-    table = Table(title=Text(f"J/output-token{sim}"))
-    for col, justify in (("test", "left"), ("n_in", "right"), ("n_out", "right"), ("old J/tok", "right"),
-                         ("new J/tok", "right"), ("delta", "right"), ("95% CI", "right"), ("verdict", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     style = {REGRESSION: "bold red", NOISY: "yellow", INVALID: "red", IMPROVED: "green"}
+    rows = []
     for m in report.matches:
         v = m.verdict
         ci = f"{v.ci_low:+.1%}..{v.ci_high:+.1%}" if v.ci_low is not None and v.ci_high is not None else "-"
-        table.add_row(
-            Text(m.name), str(m.workload.n_in), str(m.workload.n_out), _j(_median(_values(m.old))),
-            _j(_median(_values(m.new))), _pct(v.delta), ci, Text(v.status, style=style.get(v.status, "")),
-        )
+        rows.append((m.name, {"n_in": str(m.workload.n_in), "n_out": str(m.workload.n_out),
+                              "old J/tok": _j(_median(_values(m.old))), "new J/tok": _j(_median(_values(m.new))),
+                              "delta": _pct(v.delta), "95% CI": ci, "verdict": v.status}))
+    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "95% CI", "verdict"]
+
+    def room(columns: list[str]) -> int:  # cells left for the names: figures, two spaces between columns
+        return console.width - sum(max([cell_len(c), *(cell_len(r[c]) for _, r in rows)]) + 2 for c in columns) - 2
+
+    # each file once, as a row of its own, and the tests below it by name: a node id in full is
+    # wider than most terminals leave; the CI goes first when even the names do not fit
+    files = [name.partition("::") for name, _ in rows]
+    longest = max((len(test or path) + 2 for path, _, test in files), default=4)
+    if room(figures) < longest:
+        figures.remove("95% CI")
+    left = max(room(figures), 12)
+    table = Table(title=Text(f"J/output-token{sim}"), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    table.add_column("test", overflow="fold", max_width=left)
+    for col in figures:
+        table.add_column(col, justify="left" if col == "verdict" else "right", no_wrap=True)  # type: ignore[arg-type]
+    current = None
+    for (path, sep, test), (_, cells) in zip(files, rows):
+        if sep and path != current:
+            table.add_row(Text(break_name(path, left), style="bold"))
+            current = path
+        shown = break_name(test, left - 2).replace("\n", "\n  ") if sep else break_name(path, left)
+        table.add_row(Text(("  " if sep else "") + shown), *(
+            Text(cells[c], style=style.get(cells[c], "")) if c == "verdict" else cells[c] for c in figures))
     console.print(table)
     for m in report.matches:
         if m.verdict.status in _EXPLAINED:
@@ -262,9 +294,17 @@ def _print_table(report: CompareReport) -> None:
     console.print(f"{len(report.matches)} compared" + (f": {tally}" if tally else ""), markup=False)
 
 
+def _read(arg: str, args: argparse.Namespace) -> ResultsFile:
+    """A results file, or a run saved by --joules-autosave (`0003`, `last`, `last~1`)."""
+    from .. import runs
+
+    storage = runs.storage_from(args) if runs.is_run_spec(arg) and not os.path.exists(arg) else None
+    return read_results(runs.results_path(arg, storage))
+
+
 def run(args: argparse.Namespace) -> int:
-    old = read_results(args.old)
-    new = read_results(args.new)
+    old = _read(args.old, args)
+    new = _read(args.new, args)
     report = compare_files(
         old, new, tolerance=args.tolerance, noisy_fails=args.noisy_fails,
         allow_different_devices=args.allow_different_devices,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from .argtypes import DeprecatedAlias
 
 CHOICES = ("flops", "memflops", "linear", "all")
 
@@ -25,23 +26,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("file", metavar="FILE", help="measurements CSV or results JSON")
-    p.add_argument("--model", choices=CHOICES, default="all", help="which model to fit (default: all)")
+    p.add_argument("--fit", choices=CHOICES, default="all", help="which analytical model to fit (default: all)")
+    p.add_argument("--model", dest="fit", choices=CHOICES, action=DeprecatedAlias, new="--fit", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--plot", metavar="FILE.png", help="also write a figure of the data and the fits")
     p.add_argument("--save", metavar="MODEL.json", help="write the fitted model(s) for `joules sweetspot` and the plugin")
     return p
 
 
-def _sweet_spots(model: Any, n_in_values: list[int]) -> list[dict[str, Any]]:
+def _sweet_spots(model: Any, n_in_values: list[int], u: Any = None) -> list[dict[str, Any]]:
     spots = []
     for n_in in n_in_values:
         s = model.sweet_spot(n_in)
+        iv = None if u is None else u.sweet_spot(n_in, model.n_out_range)
         spots.append({
             "n_in": n_in,
             "n_out_opt": s.n_out_opt,
             "j_per_out_token_min": s.j_per_out_token_min,
             "inside_range": s.inside_range,
             "reason": s.reason,
+            # the bootstrap interval of n_out* (uncertainty.py); null high: unbounded
+            "n_out_low": None if iv is None else iv.n_out.low,
+            "n_out_high": None if iv is None or iv.n_out.high == float("inf") else iv.n_out.high,
+            "interval_leaves_range": None if iv is None else iv.leaves_range,
         })
     return spots
 
@@ -65,28 +72,32 @@ def _fit(analytical: Any, data: Any, choice: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import analytical
+    from .. import analytical, uncertainty
     from ..points import read_points
 
     data = read_points(args.file)
-    models = _fit(analytical, data, args.model)
+    models = _fit(analytical, data, args.fit)
     n_in_values = sorted({p.n_in for p in data.points})
     for note in data.notes:
         print(f"joules fit: note: {note}", file=sys.stderr)
 
     # batching changes J/out-token: the plugin compares only measurements of the same batching
     models = [dataclasses.replace(m, batching=dict(data.batching)) for m in models]
+    intervals = uncertainty.for_models(models, data.points)
     if args.save:
-        analytical.save_models(args.save, models, simulated=data.simulated, source=str(data.path))
+        uncertainty.save(args.save, [(m, intervals.get(m.name)) for m in models], simulated=data.simulated, source=str(data.path))
         print(f"joules fit: {_batching_note(data.batching)}", file=sys.stderr)
     if args.plot:
         from ..report.plot import save_plot
 
-        save_plot(args.plot, data.points, models, title=_title("Energy per output token", data.simulated, data.path))
+        # the figure names what was measured where; a CSV, which does not say, by its file name
+        what = data.source or Path(data.path).name
+        save_plot(args.plot, data.points, models,
+                  title=f"{'SIMULATED ' if data.simulated else ''}Energy per output token: {what}")
 
     if args.json:
         document = {
-            "models": [{**m.to_dict(), "sweet_spots": _sweet_spots(m, n_in_values)} for m in models],
+            "models": [{**m.to_dict(), "sweet_spots": _sweet_spots(m, n_in_values, intervals.get(m.name))} for m in models],
             "simulated": data.simulated,
         }
         print(json.dumps(document, allow_nan=False))
@@ -97,16 +108,20 @@ def run(args: argparse.Namespace) -> int:
     from ..report.heatmap import coarsen, heatmap
     from ..report.models import models_table, sweet_spot_table
 
+    from rich.text import Text
+
     console = Console()
-    console.print(heatmap(data.points, title=_title("Tokens per joule", data.simulated, data.path)))
-    console.print(models_table(models, title=_title(f"Fitted energy models ({len(data.points)} points)", data.simulated, data.path)))
+    # titles hold the file's name: Text, so "[bold]" in a name is shown, not taken as markup
+    console.print(heatmap(data.points, title=Text(_title("Tokens per joule", data.simulated, data.path))))
+    console.print(models_table(models, title=Text(_title(f"Fitted energy models ({len(data.points)} points)", data.simulated, data.path))))
     if any(m.name != "linear" for m in models):
         rows = sorted({p.n_in for p in coarsen(data.points)[0]})  # not 1,000 rows for scattered lengths
-        console.print(sweet_spot_table(models, rows, title=_title("Sweet spots", data.simulated, data.path)))
+        console.print(sweet_spot_table(models, rows, title=Text(_title("Sweet spots", data.simulated, data.path)),
+                                       uncertainties=intervals))
     if args.save:
-        console.print(f"saved {len(models)} model(s) to {args.save}", soft_wrap=True)
+        console.print(f"saved {len(models)} model(s) to {args.save}", soft_wrap=True, markup=False)
     if args.plot:
-        console.print(f"wrote plot to {args.plot}", soft_wrap=True)
+        console.print(f"wrote plot to {args.plot}", soft_wrap=True, markup=False)
     return 0
 
 

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .argtypes import non_negative_int, positive_float, positive_int, seconds
+from .argtypes import non_negative_int, positive_float, positive_int, requests, seconds
 
 
 def _length_list(text: str) -> list[int]:
@@ -47,14 +47,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--meter-option", action="append", default=[], metavar="KEY=VALUE",
                    help="meter setting, repeatable (nvml: min_window_s, idle_s, devices=all; see docs/hardware.md)")
     p.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="engine setting, repeatable (sim: runtime, noise, slowdown, seed; hf: device, dtype; "
+                   help="engine setting, repeatable (sim: runtime, noise, slowdown, seed; hf: runtime, device, dtype; "
                         "trtllm: tensor_parallel_size)")
     p.add_argument("--model", default=None, help="architecture (sim: e.g. Llama-3.1-8B) or checkpoint/engine path")
     p.add_argument("--gpu", default=None, help="simulated GPU (sim only: H100-SXM, H100-PCIe, H200, A100-SXM-80GB)")
     p.add_argument("--dtype", default=None, help="engine dtype (default: the engine's, bf16 for the sim)")
     p.add_argument("--n-in", type=_length_list, required=True, metavar="LIST", help="input lengths, e.g. 64,128,256")
     p.add_argument("--n-out", type=_length_list, required=True, metavar="LIST", help="output lengths, e.g. 64,128,256")
-    p.add_argument("--requests", type=positive_int, default=1, help="requests per workload (default 1; the paper uses 10-1000)")
+    p.add_argument("--requests", type=requests, default=1, help="requests per workload (default 1; the paper uses 10-1000)")
     p.add_argument("--max-batch-size", type=positive_int, default=None, help="most requests in flight at once (default: the engine's)")
     p.add_argument("--rounds", type=positive_int, default=3, help="measured rounds per point (default 3)")
     p.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs before the rounds (default 1)")
@@ -118,24 +118,32 @@ def _grid(args: argparse.Namespace, max_positions: int | None, model: str) -> tu
 
 def _measure_grid(engine: Any, meter: Any, args: argparse.Namespace, grid: list[tuple[int, int]], seed: int,
                   err_console: Any) -> list[Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     from ..measure import measure
     from ..workload import Workload
 
     results = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    # the label keeps one width (the bar does not jump as lengths change); the ETA is rich's
+    digits = max(len(str(v)) for point in grid for v in point)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("sweep", total=len(grid))
+        task = progress.add_task(_label(grid[0], digits), total=len(grid))
         for n_in, n_out in grid:
             workload = Workload(n_in, n_out, requests=args.requests, max_batch_size=args.max_batch_size, seed=seed)
-            progress.update(task, description=f"n_in={n_in} n_out={n_out}")
+            progress.update(task, description=_label((n_in, n_out), digits))
             results.append(
                 measure(engine, meter, workload, rounds=args.rounds, warmup=args.warmup,
                         min_window_s=args.min_window_s, name=f"sweep[{workload.label()}]")
             )
             progress.advance(task)
     return results
+
+
+def _label(point: tuple[int, int], digits: int) -> str:
+    return f"n_in={point[0]:>{digits}} n_out={point[1]:>{digits}}"
 
 
 def _fit(points: list[Any], notes: list[str]) -> list[Any]:
@@ -154,20 +162,25 @@ def _fit(points: list[Any], notes: list[str]) -> list[Any]:
 
 def _results_table(measurements: list[Any], title: str) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     def fmt(value: float | None, spec: str) -> str:
         return "—" if value is None else format(value, spec)
 
-    table = Table(title=title, title_justify="left")
+    from rich.cells import cell_len
+
+    notes = [Text("dry run" if m.dry_run else "; ".join(m.problems)) for m in measurements]
+    # the model's name is the user's: Text, no markup; min_width: a long title does not wrap
+    table = Table(title=Text(title), title_justify="left", min_width=cell_len(title))
     for name in ("n_in", "n_out", "J/out-token", "tokens/J", "avg W", "seconds", "spread"):
         table.add_column(name, justify="right")
-    table.add_column("notes")
-    for m in measurements:
+    if any(n.plain for n in notes):  # an empty column is noise
+        table.add_column("notes")
+    for m, note in zip(measurements, notes):
         w = m.workload
-        table.add_row(
-            str(w.n_in), str(w.n_out), fmt(m.j_per_out_token, ".5g"), fmt(m.tokens_per_joule, ".4g"),
-            fmt(m.avg_watts, ".0f"), fmt(m.seconds, ".4g"), fmt(m.spread, ".2%"),
-            "dry run" if m.dry_run else "; ".join(m.problems),
+        table.add_row(  # 4 significant digits, as the other tables
+            str(w.n_in), str(w.n_out), fmt(m.j_per_out_token, ".4g"), fmt(m.tokens_per_joule, ".4g"),
+            fmt(m.avg_watts, ".0f"), fmt(m.seconds, ".4g"), fmt(m.spread, ".1%"), *([note] if table.columns[-1].header == "notes" else []),
         )
     return table
 
@@ -192,6 +205,7 @@ def _check_writable(out: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from .. import registry, results
     from ..engines.base import EngineSpec
@@ -201,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
         _check_writable(args.out)  # before a sweep that may take hours, not after it
     options = _engine_options(args)
     spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=options)
-    engine = registry.make_engine(spec)
     err_console = Console(stderr=True)
+    # loading a checkpoint takes minutes: say what, while it loads (a spinner on a terminal, gone
+    # once loaded; nothing in a log, where a bad name stays a one-line error)
+    what = f"loading the {args.engine} engine" + (f" with {args.model}" if args.model else "") + "…"
+    with err_console.status(Text(what)):
+        engine = registry.make_engine(spec)
     try:
         model_name = engine.identity().get("model") or args.model or args.engine
         grid, notes = _grid(args, engine.max_positions, model_name)
@@ -224,25 +242,29 @@ def run(args: argparse.Namespace) -> int:
     if not points:
         notes.append("no valid energy readings (dry run or invalid windows): nothing to fit or draw")
     models = _fit(points, notes) if points else []
+    from ..uncertainty import for_models, model_entry
+
+    intervals = for_models(models, points)
+    entries = [model_entry(m, intervals.get(m.name)) for m in models]
     bad = [m.workload.label() for m in measurements if not m.valid and not m.dry_run]
     if bad:
         notes.append(f"{len(bad)} point(s) without a valid measurement: {', '.join(bad)}")
 
     if args.out:
         try:
-            results.write_results(args.out, measurements, models=[m.to_dict() for m in models])
+            results.write_results(args.out, measurements, models=entries)
         except OSError as exc:
             raise DataError(f"--out {args.out}: cannot write the results: {exc.strerror or exc}") from None
     prefix = "SIMULATED " if simulated else ""
     where = f"{model_name} on {device.get('gpu') or device.get('name') or ', '.join(gpus) or engine.kind}"
-    setting = f"requests={args.requests}, max_batch_size={args.max_batch_size or 'engine default'}"
+    setting = f"requests={args.requests}" + (f", max_batch_size={args.max_batch_size}" if args.max_batch_size else "")
     if args.plot and points:
         from ..report.plot import save_plot
 
         save_plot(args.plot, points, models, title=f"{prefix}Energy per output token: {where} ({setting})")
 
     if args.json:
-        document = results.results_document(measurements, models=[m.to_dict() for m in models])
+        document = results.results_document(measurements, models=entries)
         print(json.dumps(document, allow_nan=False))
         for note in notes:
             print(f"joules sweep: note: {note}", file=sys.stderr)
@@ -254,11 +276,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(_results_table(measurements, f"{prefix}Sweep: {where} ({setting})"))
     if points:
-        console.print(heatmap(points, title=f"{prefix}Tokens per joule: {where}"))
+        console.print(heatmap(points, title=Text(f"{prefix}Tokens per joule: {where}")))
     if models:
         console.print(models_table(models, title=f"{prefix}Fitted energy models ({len(points)} points)"))
         if any(m.name != "linear" for m in models):
-            console.print(sweet_spot_table(models, sorted({p.n_in for p in points}), title=f"{prefix}Sweet spots"))
+            console.print(sweet_spot_table(models, sorted({p.n_in for p in points}), title=f"{prefix}Sweet spots",
+                                           uncertainties=intervals))
     for note in notes:
         console.print(f"note: {note}", soft_wrap=True, markup=False)
     if args.out:

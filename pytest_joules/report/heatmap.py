@@ -54,7 +54,7 @@ def coarsen(points: Sequence[Point], limit: int = MAX_AXIS) -> tuple[list[Point]
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+    return f"{value:.4g}" if value < 1000 else f"{value:,.0f}"  # 4 significant digits, as every table
 
 
 def heatmap(points: Sequence[Point], title: str = "Tokens per joule") -> Table:
@@ -69,7 +69,11 @@ def heatmap(points: Sequence[Point], title: str = "Tokens per joule") -> Table:
     lo, hi = (min(finite), max(finite)) if finite else (1.0, 1.0)
     span = math.log(hi / lo) if hi > lo else 0.0
     caption = "tokens per joule (higher is better); ★ best" + (f"\n{note}" if note else "")
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    from rich.cells import cell_len
+
+    # as wide as its title and caption, which would otherwise wrap ("★ / best") in a narrow grid
+    widest = max(cell_len(line) for line in [str(title), *caption.splitlines()])
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", min_width=widest)
     table.add_column("n_in \\ n_out", justify="right", style="bold")
     for m in n_out_values:
         table.add_column(str(m), justify="right")

@@ -11,7 +11,6 @@ from ..analytical import FittedModel, Point, tokens_per_joule_grid
 from ..errors import ConfigError
 from .heatmap import coarsen
 
-_LINESTYLES = {"flops": "--", "memflops": "-", "linear": ":"}
 
 
 def _matplotlib():
@@ -72,41 +71,70 @@ def _draw_heatmap(ax, points: Sequence[Point]) -> None:
     for (i, j), value in np.ndenumerate(grid):
         if math.isfinite(value):
             mark = "★\n" if (i, j) == best else ""
-            ax.text(j, i, f"{mark}{value:.3g}", ha="center", va="center", fontsize=8,
-                    fontweight="bold" if mark else "normal")
+            ax.text(j, i, f"{mark}{value:.4g}", ha="center", va="center", fontsize=8,
+                    color=_ink(image.cmap(image.norm(value))), fontweight="bold" if mark else "normal")
     ax.set_xticks(range(len(n_out_values)), [str(v) for v in n_out_values])
     ax.set_yticks(range(len(n_in_values)), [str(v) for v in n_in_values])
     ax.set_xlabel("n_out (output tokens)")
     ax.set_ylabel("n_in (input tokens)")
     ax.set_title("tokens per joule (measured)")
-    ax.figure.colorbar(image, ax=ax, label="tokens / J")
+    from matplotlib.ticker import FuncFormatter
+
+    bar = ax.figure.colorbar(image, ax=ax, label="tokens / J")
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 6, not 6×10⁰
+    bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _ink(rgba: Sequence[float]) -> str:
+    """White text on a dark cell, black on a light one (relative luminance, sRGB weights)."""
+    r, g, b = rgba[:3]
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.45 else "black"
 
 
 def _draw_curves(ax, points: Sequence[Point], models: Sequence[FittedModel]) -> None:
+    """One curve per n_in, of the best model only: the flops and memflops curves nearly coincide,
+    and three models times seven inputs is 21 lines no one can read. The others are in the legend."""
     import numpy as np
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    from ..analytical import best_model
+
+    drawn = best_model(list(models))
     n_in_values = sorted({p.n_in for p in points})
-    colours = [colormaps["viridis"](k / max(len(n_in_values) - 1, 1) * 0.9) for k in range(len(n_in_values))]
+    # tab10: distinct, saturated colours (viridis ends in a yellow that vanishes on white)
+    palette = colormaps["tab10"] if len(n_in_values) <= 10 else colormaps["viridis"]
+    colours = [palette(k) if len(n_in_values) <= 10 else palette(0.8 * k / (len(n_in_values) - 1))
+               for k in range(len(n_in_values))]
     for colour, n_in in zip(colours, n_in_values):
         row = sorted((p.n_out, p.j_per_out_token) for p in points if p.n_in == n_in)
         xs, ys = zip(*row)
         ax.plot(xs, ys, "o", color=colour, markersize=5, label=f"n_in={n_in}")
+        if drawn is None:
+            continue
         grid = np.geomspace(min(xs), max(xs), 200) if max(xs) > min(xs) else np.array([min(xs)])
-        for model in models:
-            ax.plot(grid, model.predict(n_in, grid), _LINESTYLES.get(model.name, "-."), color=colour, linewidth=1.2)
-            spot = model.sweet_spot(n_in)
-            if spot.n_out_opt is not None and min(xs) <= spot.n_out_opt <= max(xs):
-                ax.plot([spot.n_out_opt], [spot.j_per_out_token_min], "x", color=colour, markersize=7)
+        ax.plot(grid, drawn.predict(n_in, grid), "-", color=colour, linewidth=1.4)
+        spot = drawn.sweet_spot(n_in)
+        if spot.n_out_opt is not None and min(xs) <= spot.n_out_opt <= max(xs):
+            ax.plot([spot.n_out_opt], [spot.j_per_out_token_min], "x", color=colour, markersize=8, markeredgewidth=2)
+    n_out_values = sorted({p.n_out for p in points})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(n_out_values, [str(v) for v in n_out_values])  # the measured lengths, not 2^k
     ax.set_yscale("log")
-    ax.set_xlabel("n_out (output tokens, log2)")
-    ax.set_ylabel("J per output token (log)")
-    ax.set_title("J/out-token: measured (●) and models (lines, × sweet spot)")
-    ax.grid(True, which="both", alpha=0.3)
+    # labels at 1, 2 and 5 of each decade: 10^0 and 10^-1 alone do not say what a point reads
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("n_out (output tokens)")
+    ax.set_ylabel("J per output token")
+    what = f"{drawn.name} model (lines, × sweet spot)" if drawn else "measured"
+    ax.set_title(f"J/out-token: measured (●) and the {what}" if drawn else "J/out-token: measured (●)")
+    ax.grid(True, which="major", alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
     for model in models:
-        mape = f"MAPE {model.mape:.1%}"
-        handles.append(Line2D([], [], color="grey", linestyle=_LINESTYLES.get(model.name, "-."), label=f"{model.name} ({mape})"))
+        loo = model.loo_mape if model.loo_mape is not None else model.mape
+        shown = "drawn" if model is drawn else "not drawn"
+        handles.append(Line2D([], [], color="black" if model is drawn else "none", linestyle="-",
+                              label=f"{model.name}: LOO MAPE {loo:.2%} ({shown})"))
     ax.legend(handles=handles, fontsize=8, loc="best")

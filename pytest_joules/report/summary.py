@@ -18,6 +18,7 @@ from rich.text import Text
 
 from .. import verdict as V
 from ..fingerprint import describe, fingerprint
+from .names import break_name
 
 if TYPE_CHECKING:
     from ..session import JoulesSession
@@ -39,6 +40,9 @@ COLUMNS = [
     ("test", "left", 0),
     ("n_in", "right", 0),
     ("n_out", "right", 0),
+    # requests: part of the workload (J/tok of 1 request is ~13x that of 16); not at 80 columns,
+    # where it would fold the test names
+    ("reqs", "right", 86),
     ("J/tok", "right", 0),
     ("tok/J", "right", 110),
     ("avg W", "right", 92),
@@ -72,8 +76,10 @@ def _label(r: dict[str, Any]) -> str:
     grid = f"n_in={r.get('n_in')}-n_out={r.get('n_out')}"
     name = name.replace(f"[{grid}]", "").replace(f"[{grid}-", "[").replace(f"-{grid}]", "]").replace(f"-{grid}-", "-")
     key, nodeid = r.get("key") or "", r.get("nodeid") or ""
-    if nodeid and key.startswith(nodeid + "::"):
-        name += " " + key[len(nodeid) + 2:]
+    if r.get("label"):  # a second measurement of the test, named as its key names it
+        name += "::" + r["label"]
+    elif "label" not in r and nodeid and key.startswith(nodeid + "::"):
+        name += "::" + key[len(nodeid) + 2:]
     return name
 
 
@@ -101,32 +107,65 @@ def _verdict_cell(r: dict[str, Any]) -> Text:
     return text
 
 
+#: optional columns, the first given up first when the test names need the room
+DROP_ORDER = ("tok/J", "avg W", "spread", "reqs", "rounds", "vs model")
+
+
+def _columns(records: list[dict[str, Any]], width: int) -> tuple[list[tuple[str, str, int]], int]:
+    """The columns that fit `width` beside the longest test name, and the room left for names."""
+    shown = [c for c in COLUMNS if width >= c[2]]
+    # room for each test's own name; a "::label" of a second measurement may go on a line of its own
+    names = max((len(_label(r).split("::")[0]) for r in records), default=4)
+    for drop in (None, *DROP_ORDER):
+        shown = [c for c in shown if c[0] != drop]
+        room = width - _figures_width(records, shown)
+        if room >= names:
+            break
+    return shown, max(room, 12)
+
+
+def _figures_width(records: list[dict[str, Any]], shown: list[tuple[str, str, int]]) -> int:
+    """Cells taken by every column but the name's, with the two spaces between columns."""
+    from rich.cells import cell_len
+
+    rows = [_cells(r) for r in records]
+    widths = [max([cell_len(h), *(cell_len(str(row[h])) for row in rows)]) for h, _, _ in shown if h != "test"]
+    return sum(widths) + 2 * len(widths) + 2  # +2: the table's edge
+
+
+def _cells(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "test": Text(_label(r)),
+        "n_in": str(r.get("n_in")),
+        "n_out": str(r.get("n_out")),
+        "reqs": str(r.get("requests")),
+        "J/tok": _num(r.get("j_per_out_token"), ".4g") + (HOST_BOUND_MARK if r.get("host_bound") else ""),
+        "tok/J": _num(r.get("tokens_per_joule"), ".4g"),
+        "avg W": _num(r.get("avg_watts"), ".0f"),
+        "rounds": str(len(r.get("rounds") or [])),
+        "spread": _num(r.get("spread"), ".1%"),
+        "vs base": _delta(r),
+        "vs model": _model_error(r),
+        "verdict": _verdict_cell(r),
+    }
+
+
 def measurements_table(records: list[dict[str, Any]], width: int) -> Table:
     first = records[0]
     simulated = any(r.get("simulated") for r in records)
     title = "pytest-joules: energy per output token" + (" — SIMULATED device" if simulated else "")
     fp = fingerprint(first.get("engine") or {}, first.get("device") or {}, bool(first.get("simulated")))
-    shown = [c for c in COLUMNS if width >= c[2]]
-    table = Table(title=title, title_justify="left", caption=describe(fp) + f" · meter {first.get('meter')}",
+    shown, room = _columns(records, width)
+    # ids, names and paths are the user's: Text, never markup ("[/bold]" in an id is no tag)
+    table = Table(title=title, title_justify="left", caption=Text(describe(fp) + f" · meter {first.get('meter')}"),
                   caption_justify="left", title_style="bold red" if simulated else "bold", box=box.SIMPLE_HEAD, collapse_padding=True,
                   pad_edge=False, header_style="bold")
     for header, justify, _ in shown:
-        # the figures keep their width; the test name folds into what they leave
-        table.add_column(header, justify=justify, overflow="fold", no_wrap=header not in ("test", "verdict"))
+        # the figures keep their width; a test name too long for what they leave breaks between words
+        table.add_column(header, justify=justify, overflow="fold", no_wrap=header != "test")
     for r in records:
-        cells: dict[str, Any] = {
-            "test": _label(r),
-            "n_in": str(r.get("n_in")),
-            "n_out": str(r.get("n_out")),
-            "J/tok": _num(r.get("j_per_out_token"), ".4g") + (HOST_BOUND_MARK if r.get("host_bound") else ""),
-            "tok/J": _num(r.get("tokens_per_joule"), ".4g"),
-            "avg W": _num(r.get("avg_watts"), ".0f"),
-            "rounds": str(len(r.get("rounds") or [])),
-            "spread": _num(r.get("spread"), ".1%"),
-            "vs base": _delta(r),
-            "vs model": _model_error(r),
-            "verdict": _verdict_cell(r),
-        }
+        cells = _cells(r)
+        cells["test"] = Text(break_name(_label(r), room))
         table.add_row(*(cells[h] for h, _, _ in shown))
     return table
 
@@ -172,7 +211,9 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
             text.append("  (* outside the fitted range, not in the MAPE)", style="dim")
         lines.append(text)
     else:
-        lines.append(Text(f"no fitted model beside the baselines; `joules sweep` + `joules fit --save` make one", style="dim"))
+        from .suggest import no_model_lines
+
+        lines += no_model_lines(state, records)  # the `joules calibrate` command, with its estimated time
     from ..session import other_batching
 
     fitted_at, skipped = other_batching(records)
@@ -189,13 +230,25 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
         lines.append(Text(f"results written to {_shown_path(state.options.json)}", style="dim"))
     for error in state.export_errors:
         lines.append(Text(error, style="bold red"))
+    lines += _store_lines(state, records)
     for flag, path in (("github-action-benchmark JSON", state.options.export_gab), ("Bencher BMF JSON", state.options.export_bmf)):
         if path is not None and not any(str(path) in e for e in state.export_errors):
             lines.append(Text(f"{flag} written to {_shown_path(path)}", style="dim"))
     if state.step_summary:
         lines.append(Text(f"Markdown summary appended to $GITHUB_STEP_SUMMARY ({_shown_path(state.step_summary)})", style="dim"))
+    lines += footprint_lines(state.options.footprint, records, verbosity)
+    if state.saved_run is not None:
+        lines.append(Text(f"run {state.saved_run.id} saved to {_shown_path(state.saved_run.path)} "
+                          "(joules list; joules compare last~1 last)", style="dim"))
     by = lambda *s: [r for r in records if _status(r) in s]  # noqa: E731
-    lines += _lines("regressions", (r for r in by(V.REGRESSION) if not r.get("baseline_updated")), "bold red", _change)
+    dry = by(V.DRY_RUN)
+    if dry:
+        from ..fixtures import DRY_RUN
+
+        meters = ", ".join(sorted({str(r.get("meter")) for r in dry}))
+        lines.append(Text(f"{DRY_RUN} (meter {meters}): {len(dry)} measurement(s) checked their token counts only; "
+                          "their tests were skipped", style="yellow"))
+    # a regression is not listed here: its test failed, and the failure says it once, verdict first
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
                     lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}")
     lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow",
@@ -214,6 +267,62 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
                         lambda r: f"{r.get('key')}" + (f": {r['baseline_note']}" if r.get("baseline_note") else ""))
         lines += _lines(f"baselines saved to {_shown_path(state.options.baselines)}", (r for r in records if r.get("baseline_updated")),
                         "cyan", lambda r: f"{r.get('key')}")
+    lines += _lines("baselines not saved: the test failed (fix it, then record again)",
+                    (r for r in records if r.get("baseline_not_saved")), "bold yellow", lambda r: f"{r.get('key')}")
+    return lines
+
+
+def footprint_lines(footprint: Any, records: list[dict[str, Any]], verbosity: int) -> list[Text]:
+    """Carbon and cost per 1,000 output tokens, with the stated inputs (only when they are given):
+    the session's range, and each test's figures at -v."""
+    if not footprint:
+        return []
+
+    def span(values: list[float]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g} to {high:.3g}"
+
+    def figures(j: float | None) -> list[float | None]:
+        return [footprint.gco2e_per_1k(j), footprint.cost_per_1k(j)]
+
+    js = [r.get("j_per_out_token") for r in records if r.get("j_per_out_token") is not None]
+    if not js:
+        return [Text(f"footprint ({footprint.describe()}): no valid measurement to convert", style="dim")]
+    parts = []
+    for i, unit in ((0, "gCO2e"), (1, "cost")):
+        values = [figures(j)[i] for j in js]
+        if values[0] is not None:
+            parts.append(f"{span(values)} gCO2e" if unit == "gCO2e" else f"cost {span(values)}")
+    lines = [Text(f"footprint per 1,000 output tokens at {footprint.describe()} (stated values): "
+                  + ", ".join(parts) + (f" over {len(js)} measurements" if len(js) > 1 else ""))]
+    if verbosity >= 1:
+        for r in records:
+            g, c = figures(r.get("j_per_out_token"))
+            shown = ", ".join(x for x in (g is not None and f"{g:.3g} gCO2e", c is not None and f"cost {c:.3g}") if x)
+            lines.append(Text(f"  {r.get('key') or r.get('name')}: {shown or '—'}"))
+    return lines
+
+
+def _store_lines(state: JoulesSession, records: list[dict[str, Any]]) -> list[Text]:
+    """What happened to the baseline store as a whole: errors, replaced files, a store made anew."""
+    lines = [Text(error, style="bold red") for error in state.baseline_errors]
+    saved = {r.get("key") for r in records if r.get("baseline_updated")}
+    for r in state.replaced:
+        dropped = [k for k in r["old_keys"] if k not in saved]
+        text = (f"replaced {_shown_path(r['path'])}, recorded on another device or engine "
+                f"({'; '.join(r['differences'])}); the old file is kept as {_shown_path(r['backup'])}")
+        if dropped:
+            shown = ", ".join(dropped[:10]) + (f", … ({len(dropped) - 10} more)" if len(dropped) > 10 else "")
+            text += f"; dropped {len(dropped)} baseline(s) this run did not record again: {shown}"
+        lines.append(Text(text, style="bold yellow"))
+    if not state.store_existed and records:
+        where = _shown_path(state.options.baselines)
+        if saved:
+            lines.append(Text(f"created a new baseline store at {where}: if baselines exist elsewhere, point "
+                              "--joules-baselines (ini key joules_baselines) at them", style="bold yellow"))
+        else:
+            lines.append(Text(f"no baseline store at {where}: nothing was compared with a baseline; record one with "
+                              "--joules-update-baselines, or point --joules-baselines at yours", style="bold yellow"))
     return lines
 
 
@@ -228,6 +337,21 @@ def one_line(state: JoulesSession, records: list[dict[str, Any]]) -> str:
     return f"joules: {len(records)} measured: " + ", ".join(parts)
 
 
+def _intervals(state: JoulesSession, model: Any) -> dict[str, Any]:
+    """The model's bootstrap replicates saved in its file (`joules calibrate`, `joules fit --save`),
+    for the sweet spots' intervals; {} when the file has none or they cannot be read."""
+    if not state.model_path:
+        return {}
+    from ..errors import DataError
+    from ..uncertainty import load
+
+    try:
+        found = load(state.model_path)
+    except DataError:
+        return {}
+    return {model.name: found[model.name]} if model.name in found else {}
+
+
 def render(state: JoulesSession, width: int, markup: bool, verbosity: int) -> str:
     """The summary as text (ANSI-coloured when `markup`)."""
     records = list(state.records)
@@ -237,7 +361,7 @@ def render(state: JoulesSession, width: int, markup: bool, verbosity: int) -> st
     if not records:
         return ""
     if verbosity <= -2:
-        console.print(one_line(state, records))
+        console.print(Text(one_line(state, records)))
         return out.getvalue()
     console.print(measurements_table(records, width))
     model = state.report_model()
@@ -246,10 +370,13 @@ def render(state: JoulesSession, width: int, markup: bool, verbosity: int) -> st
 
         n_ins = sorted({int(r["n_in"]) for r in records if r.get("n_in")})
         console.print()
-        console.print(sweet_spot_table([model], n_ins, title=f"Sweet spots ({model.name} model): n_out* minimizes J/out-token"))
+        console.print(sweet_spot_table([model], n_ins, title=f"Sweet spots ({model.name} model): n_out* minimizes J/out-token",
+                                       uncertainties=_intervals(state, model)))
     console.print()
     for line in session_lines(state, records, verbosity):
-        console.print(line, soft_wrap=True)
+        # on a terminal, sentences wrap between words (the terminal would cut them anywhere);
+        # in a log they stay one line to grep, and indented lines (commands, test ids) stay whole
+        console.print(line, soft_wrap=not markup or line.plain.startswith("  "))
     return out.getvalue()
 
 
