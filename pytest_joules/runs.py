@@ -125,6 +125,16 @@ def add_storage_argument(parser: Any) -> None:
                         help=f"folder of saved runs (default: the nearest {RUNS_DIR}/ up to the repository root)")
 
 
+def require_storage(args: Any) -> Path:
+    """The runs folder for `joules list` / `history`: --storage, or the nearest one; DataError saying
+    how to make one when there is none."""
+    storage = storage_from(args)
+    if storage is None:
+        raise DataError(f"no {RUNS_DIR}/ folder from here up to the repository root; save runs with "
+                        "`pytest --joules --joules-autosave`, or point --storage at the folder")
+    return storage
+
+
 def storage_from(args: Any) -> Path | None:
     if getattr(args, "storage", None):
         path = Path(args.storage)

@@ -86,8 +86,9 @@ def test_models_and_sweet_spot_tables():
     spots = render(sweet_spot_table(models, [64, 1024, 100_000], title="Sweet"))
     body = rows(spots)
     memflops = models[1].sweet_spot(1024)
-    assert body["1024"][3] == f"{memflops.n_out_opt:.0f}"
-    assert body["1024"][4] == f"{memflops.j_per_out_token_min:.4g}"
+    # two paper models: n_out* and J/out-token each (tok/J, their inverse, only for a single model)
+    assert body["1024"][2] == f"{memflops.n_out_opt:.0f}"
+    assert body["1024"][3] == f"{memflops.j_per_out_token_min:.4g}"
     assert "100000 (outside fit)" in body
     assert "linear: no sweet spot" in spots
     assert "n_in (outside fit)" in spots

@@ -72,3 +72,36 @@ class DeprecatedAlias(argparse.Action):
         print(f"{parser.prog}: warning: {option_string} is deprecated here, use {self.new} "
               f"({option_string} names the LLM in `joules sweep`)", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def tolerance_arg(text: str) -> float:
+    """A tolerance as the plugin takes it: 0.05 or 5%."""
+    from ..errors import ConfigError
+    from ..verdict import parse_tolerance
+
+    try:
+        return parse_tolerance(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_writable(flag: str, path: str) -> None:
+    """DataError naming `flag` when nothing can be written at `path`: checked before a long
+    measurement, not after it."""
+    import os
+    from pathlib import Path
+
+    from ..errors import DataError
+
+    target = Path(path)
+    try:
+        if target.is_dir():
+            raise DataError(f"{flag} {path}: is a directory; give a file name such as {target / 'results.json'}")
+        blocking = next((q for q in reversed(target.parents) if q.exists() and not q.is_dir()), None)
+        if blocking is not None:
+            raise DataError(f"{flag} {path}: cannot write there: {blocking} is a file, not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):
+            raise DataError(f"{flag} {path}: cannot write there: {target.parent} is not writable")
+    except OSError as exc:
+        raise DataError(f"{flag} {path}: cannot write there: {exc.strerror or exc}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .argtypes import non_negative_int, positive_float, positive_int, seconds
+from .argtypes import check_writable, non_negative_int, positive_float, positive_int, seconds, tolerance_arg
 
 #: the paper's grid
 DEFAULT_RANGE = (64, 4096)
@@ -43,15 +43,6 @@ def rounds_arg(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     return int(positive_int(text))
-
-
-def tolerance_arg(text: str) -> float:
-    from ..verdict import parse_tolerance
-
-    try:
-        return parse_tolerance(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -140,24 +131,6 @@ class Setup:
                 thing.close()
 
 
-def _check_writable(flag: str, path: str) -> None:
-    """DataError naming the flag when nothing can be written at `path` (before hours of measuring)."""
-    import os
-
-    target = Path(path)
-    try:
-        if target.is_dir():
-            raise DataError(f"{flag} {path}: is a directory; give a file name such as {target / 'model.json'}")
-        blocking = next((q for q in reversed(target.parents) if q.exists() and not q.is_dir()), None)
-        if blocking is not None:
-            raise DataError(f"{flag} {path}: cannot write there: {blocking} is a file, not a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(target.parent, os.W_OK):
-            raise DataError(f"{flag} {path}: cannot write there: {target.parent} is not writable")
-    except OSError as exc:
-        raise DataError(f"{flag} {path}: cannot write there: {exc.strerror or exc}") from None
-
-
 def _live(args: argparse.Namespace) -> Setup:
     from .. import calibrate, calibrate_sources, registry
     from ..engines.base import EngineSpec
@@ -243,9 +216,9 @@ def _in_ranges(n_in: int, n_out: int, args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     from .. import analytical, calibrate, uncertainty
 
-    _check_writable("--save", args.save)
+    check_writable("--save", args.save)
     if args.out:
-        _check_writable("--out", args.out)
+        check_writable("--out", args.out)
     budget_s = args.budget_minutes * 60.0 if args.budget_minutes is not None else None
     points = args.points if args.points is not None or budget_s is not None else DEFAULT_POINTS
     calibrate.check_points(args.fit, points)  # before an engine loads a model for minutes

@@ -26,7 +26,8 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from ..fingerprint import fingerprint
 from ..results import ResultRow, ResultsFile, read_results
-from ..verdict import IMPROVED, INVALID, NEW, NOISY, REGRESSION, Verdict, check_tolerance, judge, parse_tolerance
+from ..verdict import IMPROVED, INVALID, NEW, NOISY, REGRESSION, Verdict, check_tolerance, judge
+from .argtypes import tolerance_arg
 from ..workload import Workload
 
 DEFAULT_TOLERANCE = 0.05
@@ -67,13 +68,6 @@ class CompareReport:
         return any(m.verdict.failed or m.verdict.status == INVALID for m in self.matches)
 
 
-def _tolerance_arg(text: str) -> float:
-    try:
-        return parse_tolerance(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare",
@@ -86,7 +80,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("new", metavar="NEW", help="the results to judge: a JSON file or a saved run id (last)")
     p.add_argument("--fail", action="store_true", help="exit 1 when any result regressed or has no valid reading")
     p.add_argument(
-        "--tolerance", type=_tolerance_arg, default=None, metavar="T",
+        "--tolerance", type=tolerance_arg, default=None, metavar="T",
         help="allowed relative change, 0.05 or 5%% (default: each result's recorded tolerance, else 5%%)",
     )
     p.add_argument("--noisy-fails", action="store_true", help="with --fail, also exit 1 when a result is too noisy to judge")

@@ -48,10 +48,7 @@ def _change(value: float | None, ref: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..history import read_runs, trend
 
-    storage = runs.storage_from(args)
-    if storage is None:
-        raise DataError(f"no {runs.RUNS_DIR}/ folder from here up to the repository root; save runs with "
-                        "`pytest --joules --joules-autosave`, or point --storage at the folder")
+    storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))
     if not files:
         raise DataError(f"{storage} holds no saved runs; save some with `pytest --joules --joules-autosave`")

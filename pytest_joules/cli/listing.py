@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from .. import runs
-from ..errors import DataError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,10 +26,7 @@ def _commit(commit: str | None, dirty: bool | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..history import read_runs, summarize
 
-    storage = runs.storage_from(args)
-    if storage is None:
-        raise DataError(f"no {runs.RUNS_DIR}/ folder from here up to the repository root; save runs with "
-                        "`pytest --joules --joules-autosave`, or point --storage at the folder")
+    storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))
     print(f"saved runs in {storage}:" if files else f"no saved runs in {storage}")
     if files:

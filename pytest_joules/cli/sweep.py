@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .argtypes import non_negative_int, positive_float, positive_int, requests, seconds
+from .argtypes import check_writable, non_negative_int, positive_float, positive_int, requests, seconds
 
 
 def _length_list(text: str) -> list[int]:
@@ -185,24 +184,6 @@ def _results_table(measurements: list[Any], title: str) -> Any:
     return table
 
 
-def _check_writable(out: str) -> None:
-    """DataError naming --out when the results file could not be written there."""
-    from pathlib import Path
-
-    path = Path(out)
-    try:
-        if path.is_dir():
-            raise DataError(f"--out {out}: is a directory; give a file name such as {path / 'results.json'}")
-        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
-        if blocking is not None:
-            raise DataError(f"--out {out}: cannot write the results: {blocking} is a file, not a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):
-            raise DataError(f"--out {out}: cannot write the results: {path.parent} is not writable")
-    except OSError as exc:
-        raise DataError(f"--out {out}: cannot write the results: {exc.strerror or exc}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
@@ -212,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from ..meters.base import MeterSpec, parse_options
 
     if args.out:
-        _check_writable(args.out)  # before a sweep that may take hours, not after it
+        check_writable("--out", args.out)  # before a sweep that may take hours, not after it
     options = _engine_options(args)
     spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=options)
     err_console = Console(stderr=True)
