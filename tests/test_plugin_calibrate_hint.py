@@ -105,3 +105,12 @@ def test_only_the_sim_is_told_its_gpu(tmp_path):
 @pytest.mark.parametrize("records", [[], [{"n_in": 64, "n_out": 64, "j_per_out_token": None}]])
 def test_no_valid_measurement_no_suggestion(tmp_path, records):
     assert suggest.suggest(options(), records, tmp_path / "m.json") is None
+
+
+def test_a_dry_run_suggests_no_calibration(proj):
+    """A dry run read no energy: a model cannot be fitted from its meter, so no command is offered."""
+    result = proj.runpytest("--joules", "--joules-meter", "none")
+    result.assert_outcomes(skipped=6)
+    out = result.stdout.str()
+    assert "dry run: no energy read" in out
+    assert "joules calibrate" not in out and "no fitted model" not in out

@@ -168,6 +168,8 @@ def no_model_lines(state: Any, records: Sequence[dict[str, Any]]) -> list[Any]:
     from ..errors import JoulesError
     from ..fingerprint import fingerprint
 
+    if records and all(r.get("j_per_out_token") is None for r in records):
+        return []  # a dry run read no energy: no model can be fitted from this meter, say nothing
     first = records[0] if records else {}
     fp = fingerprint(first.get("engine") or {}, first.get("device") or {}, bool(first.get("simulated")))
     path = state.store.model_path_for(fp)
