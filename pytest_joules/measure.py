@@ -81,6 +81,9 @@ def measure(
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     workload.check_positions(engine.max_positions, engine.kind)
+    begin = getattr(engine, "begin_measurement", None)  # optional: the sim draws its noise per measurement
+    if begin is not None:
+        begin(name)
     prepare = getattr(engine, "prepare", None)  # optional in the Engine protocol
     if prepare is not None:
         prepare(workload)

@@ -6,7 +6,9 @@ so the plugin builds each engine once per session.
 
 An engine may also offer ``prepare(workload) -> None``: one-time work for a workload's shapes
 (compilation, CUDA-graph capture) that `measure` runs before the warm-up, outside any window. It
-is optional, so it is not part of the `Engine` protocol that `isinstance` checks.
+is optional, so it is not part of the `Engine` protocol that `isinstance` checks. So is
+``begin_measurement(name) -> None``, called first with the measurement's name (a test's key): the
+simulated device draws its noise per name.
 """
 
 from __future__ import annotations

@@ -67,6 +67,11 @@ class SimEngine:
             info={**done.info, "joules": done.joules, "simulated": True},
         )
 
+    def begin_measurement(self, name: str) -> None:
+        """The measurement path names each measurement: the simulated device draws its noise per
+        name, so selecting tests (or reordering them) does not change a test's numbers."""
+        self.sim_device.label(name)
+
     def sync(self) -> None:
         """Nothing is in flight on a simulated device: every run finishes before it returns."""
 

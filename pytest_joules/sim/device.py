@@ -14,6 +14,7 @@ the mechanisms in sim/noise.py, and the energy counter moves in 100 ms ticks lik
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +91,9 @@ class SimRun:
 
 
 class _Stream:
-    """The random state of one workload: its own generator and host state, so a test's numbers do
-    not depend on which tests ran before it, while its own rounds are correlated like a real host's."""
+    """The random state of one workload (of one measurement, when labelled): its own generator and
+    host state, so a test's numbers do not depend on which tests ran before it, while its own
+    rounds are correlated like a real host's."""
 
     def __init__(self, seed: int, key: tuple, noise: float) -> None:
         self.rng = np.random.default_rng([seed, *(k or 0 for k in key)])
@@ -128,6 +130,8 @@ class SimDevice:
         self._idle_tail = False  # the last segment is idle time
         self._profiles: dict[tuple, StepProfile] = {}
         self._streams: dict[tuple, _Stream] = {}
+        #: the measurement now running (see `label`): two tests of one workload draw apart
+        self._label = 0
         self._current: _Stream | None = None
         weights = arch.params * dtype_bytes
         self.kv_pool_bytes = KV_CACHE_FRACTION * (gpu.memory_bytes - weights - WORKSPACE_BYTES)
@@ -153,6 +157,11 @@ class SimDevice:
             if t >= t0:
                 return e0 + (e1 - e0) * (min(t, t1) - t0) / (t1 - t0) if t1 > t0 else e1
         return self._segments[0][2] if self._segments else 0.0
+
+    def label(self, name: str) -> None:
+        """Runs from now on belong to the measurement `name` (a test's key): each has its own noise
+        stream, so a test measures the same alone as after another test of the same workload."""
+        self._label = zlib.crc32(name.encode()) if name else 0
 
     def wait(self, seconds: float) -> None:
         """Idle time: the GPU waits with its clocks up (a meter polling its counter, a host pause)."""
@@ -210,6 +219,7 @@ class SimDevice:
         cost = profile.cost
         # The seed picks the noise stream; the prompt seed does not change the work.
         key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size)
+        key = (*key, self._label)
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = _Stream(self.seed, key, self.noise)
