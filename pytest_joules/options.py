@@ -213,11 +213,11 @@ def parse_amount(flag: str, value: Any) -> float:
 def parse_bool(flag: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    from .meters.base import FALSE_WORDS, TRUE_WORDS  # stdlib-only module: cheap
+
     text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
+    if text in TRUE_WORDS or text in FALSE_WORDS:
+        return text in TRUE_WORDS
     raise _fail(flag, value, "give true or false")
 
 

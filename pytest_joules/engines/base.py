@@ -92,11 +92,6 @@ def parse_engine_options(items: list[str] | None, option: str) -> dict[str, Any]
 
 def reject_unknown_options(engine: str, options: Mapping[str, Any], accepted: Sequence[str]) -> None:
     """ConfigError naming every option `engine` does not take: a typo must not be ignored silently."""
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        from ..errors import ConfigError
+    from ..errors import reject_unknown
 
-        raise ConfigError(
-            f"unknown {engine} engine option(s) {', '.join(map(repr, unknown))}; "
-            f"the {engine} engine accepts {', '.join(accepted)}"
-        )
+    reject_unknown(f"{engine} engine", options, accepted, f"the {engine} engine")

@@ -90,13 +90,25 @@ def parse_options(items: list[str] | None, option: str) -> dict[str, Any]:
 
 def reject_unknown_options(meter: str, options: Mapping[str, Any], accepted: Sequence[str]) -> None:
     """ConfigError naming every option `meter` does not take: a typo must not fall back silently."""
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        from ..errors import ConfigError
+    from ..errors import reject_unknown
 
-        raise ConfigError(
-            f"unknown {meter} meter option(s) {', '.join(map(repr, unknown))}; it accepts {', '.join(accepted)}"
-        )
+    reject_unknown(f"{meter} meter", options, accepted, "it")
+
+
+#: how a true/false option may be written (command line, ini, KEY=VALUE)
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def bool_option(meter: str, options: Mapping[str, Any], name: str, default: bool) -> bool:
+    """A true/false meter option (a bool, or one of TRUE_WORDS / FALSE_WORDS)."""
+    raw = options.get(name, default)
+    text = str(raw).strip().lower()
+    if text in TRUE_WORDS or text in FALSE_WORDS:
+        return text in TRUE_WORDS
+    from ..errors import ConfigError
+
+    raise ConfigError(f"{meter} meter option {name} must be true or false, got {raw!r}")
 
 
 def number_option(meter: str, options: Mapping[str, Any], name: str, default: float, positive: bool = False) -> float:

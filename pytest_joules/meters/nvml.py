@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, InvalidMeasurement, MeterUnavailable
-from .base import MeterReading, MeterSpec, number_option, reject_unknown_options
+from .base import MeterReading, MeterSpec, bool_option, number_option, reject_unknown_options
 from .ticks import CounterStuck, Tick, settle, wait_for_ticks
 
 if TYPE_CHECKING:
@@ -408,18 +408,6 @@ class _Energy:
     backwards: bool = False  # the counter went backwards (a reset)
     start_raw: Any = None
     end_raw: Any = None
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def bool_option(meter: str, options: Any, name: str, default: bool) -> bool:
-    raw = options.get(name, default)
-    text = str(raw).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ConfigError(f"{meter} meter option {name} must be true or false, got {raw!r}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from ..errors import ConfigError
-from ..meters.base import MeterReading, MeterSpec, reject_unknown_options
+from .base import MeterReading, MeterSpec, bool_option, reject_unknown_options
 from . import ticks
 
 OPTIONS = ("min_window_s", "align")
@@ -74,13 +74,6 @@ class SimMeter:
         """Nothing to release."""
 
 
-def _align(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if isinstance(value, bool) or text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value if isinstance(value, bool) else text in ("1", "true", "yes", "on")
-    raise ConfigError(f"sim meter option align must be true or false, got {value!r}")
-
-
 def create(spec: MeterSpec, engine: Any) -> SimMeter:
     from ..sim.device import SimDevice
 
@@ -95,4 +88,4 @@ def create(spec: MeterSpec, engine: Any) -> SimMeter:
     window = options.get("min_window_s", DEFAULT_MIN_WINDOW_S)
     if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window < math.inf:  # NaN too
         raise ConfigError(f"sim meter min_window_s must be a non-negative number of seconds, got {window!r}")
-    return SimMeter(device, float(window), _align(options.get("align", True)))
+    return SimMeter(device, float(window), bool_option("sim", options, "align", True))
