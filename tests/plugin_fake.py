@@ -134,6 +134,23 @@ def preload() -> None:
 preload()
 
 
+#: where the fake's baselines go (device fakegpu-80gb, simulated; engine fake, model fake-1)
+BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
+
+#: a plain test and a two-point grid: the suite most plugin tests run
+TWO_TESTS = """
+import pytest
+
+@pytest.mark.energy(n_in=128, n_out=64)
+def test_chat(joules):
+    joules()
+
+@pytest.mark.energy(n_in=[256, 512], n_out=32)
+def test_grid(joules):
+    joules()
+"""
+
+
 def project(pytester, monkeypatch, **ini: str):
     """A pytester project whose energy tests run on the fake engine (ini keys can override)."""
     from pathlib import Path
@@ -148,7 +165,9 @@ def project(pytester, monkeypatch, **ini: str):
     root = str(Path(__file__).resolve().parent.parent)
     monkeypatch.setenv("PYTHONPATH", root)  # subprocess runs import tests.plugin_fake too
     monkeypatch.syspath_prepend(root)
-    monkeypatch.delenv("FAKE_POWER_LIMIT", raising=False)
+    # what the fake and the plugin read from the environment: a test sets them itself
+    for name in ("FAKE_POWER_LIMIT", "FAKE_JITTER", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(CONFTEST)
     # other plugins installed here cost time in every inner run and are not under test
     # joules_seed: without one each run draws a new seed (reruns differ, like a GPU's); these

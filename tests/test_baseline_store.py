@@ -19,8 +19,8 @@ from pytest_joules.baselines import SCHEMA, BaselineStore
 from pytest_joules.errors import DataError
 from pytest_joules.workload import Workload
 
-from .plugin_fake import project
-from .test_plugin_baselines import BASELINE, TESTS
+from .plugin_fake import BASELINE, project
+from .test_plugin_baselines import TESTS
 
 ROOT = Path(__file__).resolve().parent.parent
 FP = {"device": {"gpu": "G", "simulated": True}, "engine": {"kind": "k", "model": "m"}}

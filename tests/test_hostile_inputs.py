@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,7 @@ from pytest_joules.results import SCHEMA, atomic_write_json, read_results, write
 from pytest_joules.workload import Workload
 
 from .fakes import FakeEngine, FakeMeter
-from .plugin_fake import project
+from .plugin_fake import BASELINE, project
 
 THETA = [0.05, 2e-7, 1e-5, 3e-4, 2e-5, 1.5]
 
@@ -220,7 +219,7 @@ def test_fit_refuses_results_it_cannot_represent_naming_the_row(capsys, tmp_path
     path.write_text(json.dumps(data))
     code, out, err = cli(capsys, "fit", path)
     one_line_error(code, out, err, "fit")
-    assert f"results[0]" in err and message in err
+    assert "results[0]" in err and message in err
 
 
 def test_sweetspot_never_answers_inf(capsys, tmp_path):
@@ -332,7 +331,7 @@ def test_one_measurement_name_used_twice_fails_the_test_and_overwrites_nothing(p
         "*test_names.py::test_twice: joules(name='q') measures a second time under a key this test already used*",
         "*test_names.py::test_auto: joules(the automatic name '#2') measures a second time*"])
     # a failing test saves no baseline (issue 13), so neither measurement can overwrite the other
-    assert not (proj.path / "baselines/fakegpu-80gb-simulated/fake-fake-1.json").exists()
+    assert not (proj.path / BASELINE).exists()
     result.stdout.fnmatch_lines(["*baselines not saved: the test failed*", "*test_names.py::test_twice::q"])
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from .plugin_fake import project
+from .plugin_fake import BASELINE, project
 
 TESTS = """
 import pytest
@@ -18,7 +18,6 @@ def test_grid(joules):
     joules()
 """
 
-BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .plugin_fake import project
+from .plugin_fake import BASELINE, project
 
 TESTS = """
 import pytest
@@ -21,7 +21,6 @@ def test_served(joules):
     assert m.tokens_per_joule > 0
 """
 
-BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
 
 
 @pytest.fixture

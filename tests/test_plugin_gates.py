@@ -6,21 +6,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from .plugin_fake import THETA, project
+from .plugin_fake import THETA, TWO_TESTS, project
 
-TESTS = """
-import pytest
+TESTS = TWO_TESTS
 
-@pytest.mark.energy(n_in=128, n_out=64)
-def test_chat(joules):
-    joules()
-
-@pytest.mark.energy(n_in=[256, 512], n_out=32)
-def test_grid(joules):
-    joules()
-"""
-
-BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
 MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1.model.json"
 KEYS = ["test_energy.py::test_chat", "test_energy.py::test_grid[n_in=256-n_out=32]",
         "test_energy.py::test_grid[n_in=512-n_out=32]"]
@@ -28,8 +17,6 @@ KEYS = ["test_energy.py::test_chat", "test_energy.py::test_grid[n_in=256-n_out=3
 
 @pytest.fixture
 def proj(pytester, monkeypatch):
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    monkeypatch.delenv("FAKE_JITTER", raising=False)
     p = project(pytester, monkeypatch)
     p.makepyfile(test_energy=TESTS)
     return p
@@ -68,7 +55,6 @@ def test_gab_bmf_and_step_summary_are_written_from_the_sessions_measurements(pro
 
 
 def test_export_paths_from_ini_are_relative_to_the_ini_file(pytester, monkeypatch):
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     proj = project(pytester, monkeypatch, joules_export_gab="reports/gab.json", joules_export_bmf="reports/bmf.json")
     proj.makepyfile(test_energy=TESTS)
     sub = proj.mkdir("sub")

@@ -9,24 +9,13 @@ import pytest
 from pytest_joules.cli import main
 from pytest_joules.options import JoulesOptions
 
-from .plugin_fake import project
+from .plugin_fake import TWO_TESTS, project
 
-TESTS = """
-import pytest
-
-@pytest.mark.energy(n_in=128, n_out=64)
-def test_chat(joules):
-    joules()
-
-@pytest.mark.energy(n_in=[256, 512], n_out=32)
-def test_grid(joules):
-    joules()
-"""
+TESTS = TWO_TESTS
 
 
 @pytest.fixture
 def proj(pytester, monkeypatch):
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     p = project(pytester, monkeypatch)
     p.makepyfile(test_energy=TESTS)
     return p

@@ -22,8 +22,6 @@ def test_fixed(joules):
 
 @pytest.fixture
 def proj(pytester, monkeypatch):
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    monkeypatch.delenv("FAKE_JITTER", raising=False)
     p = project(pytester, monkeypatch)
     p.makepyfile(test_energy=TESTS)
     return p
