@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_joules.analytical import MODEL_NAMES, FittedModel, Point, fit, fit_all, loo_mape_by_refit
+from pytest_joules.models.analytical import MODEL_NAMES, FittedModel, Point, fit, fit_all, loo_mape_by_refit
 
 TRUE = FittedModel("memflops", (0.05, 2e-7, 1e-5, 3e-4, 2e-5, 1.5), 0.0, None, 1, (64, 4096), (64, 4096))
 GRID = [64, 128, 256, 512, 1024, 2048, 4096]

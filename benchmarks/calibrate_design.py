@@ -67,7 +67,7 @@ def truth(model: str, gpu: str) -> tuple[dict[tuple[int, int], float], dict[int,
     import numpy as np
 
     from pytest_joules.sim.device import SimDevice
-    from pytest_joules.workload import Workload
+    from pytest_joules.engines.workload import Workload
 
     engine, _ = _session(model, gpu, 0)
     device = SimDevice(engine.arch, engine.gpu, seed=0, noise=0)
@@ -97,7 +97,7 @@ def _mape(fitted: Any, reference: dict[tuple[int, int], float]) -> float:
 
 
 def _judge(points: list[Any], model_full: Any, spots: dict[int, float], sweep: dict, exact: dict, seed: int) -> dict[str, Any]:
-    from pytest_joules import analytical, uncertainty
+    from pytest_joules.models import analytical, uncertainty
 
     fitted = analytical.fit(MODEL, points)
     u = uncertainty.bootstrap(fitted, points, seed=seed)
@@ -114,9 +114,9 @@ def _judge(points: list[Any], model_full: Any, spots: dict[int, float], sweep: d
 
 def one(job: tuple[str, str, int]) -> dict[str, Any]:
     """One repetition of one setting: the full sweep, the design and the naive choice."""
-    from pytest_joules import analytical, calibrate, calibrate_sources
+    from pytest_joules.models import analytical, design as calibrate, sources as calibrate_sources
     from pytest_joules.measure import measure
-    from pytest_joules.workload import Workload
+    from pytest_joules.engines.workload import Workload
 
     model, gpu, seed = job
     exact, spots = truth(model, gpu)

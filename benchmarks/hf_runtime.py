@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_joules.engines import hf, hf_runtime  # noqa: E402
 from pytest_joules.engines.base import EngineSpec  # noqa: E402
-from pytest_joules.workload import Workload  # noqa: E402
+from pytest_joules.engines.workload import Workload  # noqa: E402
 
 
 def build(args: argparse.Namespace, runtime: str, compile_on_cpu: bool = False) -> tuple[hf.HFEngine, float]:

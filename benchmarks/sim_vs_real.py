@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from pytest_joules.sim.calibration import compare, real_points
+from pytest_joules.validation.sim_vs_real import compare, real_points
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "h200-hf-llama"
 FILES = ("sweep-llama-3.2-1b.json", "sweep-llama-3.1-8b.json")

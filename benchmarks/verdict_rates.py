@@ -33,7 +33,7 @@ def _measure(runtime: str, seed: int, slowdown: float, rule: Any, rounds: int) -
     from pytest_joules.engines.base import EngineSpec
     from pytest_joules.measure import measure
     from pytest_joules.meters.base import MeterSpec
-    from pytest_joules.workload import Workload
+    from pytest_joules.engines.workload import Workload
 
     s = SETTINGS[runtime]
     engine = registry.make_engine(EngineSpec("sim", model=s["model"], gpu=s["gpu"], options={
@@ -45,8 +45,8 @@ def _measure(runtime: str, seed: int, slowdown: float, rule: Any, rounds: int) -
 
 def one(args: tuple[str, str, float, int, float, float]) -> dict[str, Any]:
     """Record a baseline (seed 2i) and judge a rerun (seed 2i + 1): what the plugin would say."""
-    from pytest_joules import rounds as R
-    from pytest_joules import verdict as V
+    from pytest_joules.measure import stopping as R
+    from pytest_joules.judge import verdict as V
 
     runtime, mode, slowdown, i, tolerance, budget = args
     auto = mode == "auto"

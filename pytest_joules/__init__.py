@@ -5,3 +5,7 @@ pytest run, so nothing heavy (numpy, scipy, torch) may be imported here.
 """
 
 __version__ = "0.1.0"
+
+from . import _aliases
+
+_aliases.install()  # the module paths of 0.1 (pytest_joules.workload, ...) keep working

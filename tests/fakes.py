@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pytest_joules.engines.base import DeviceRef
 from pytest_joules.meters.base import MeterReading
-from pytest_joules.workload import EngineRun, Workload
+from pytest_joules.engines.workload import EngineRun, Workload
 
 
 @dataclass

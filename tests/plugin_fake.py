@@ -18,7 +18,7 @@ from pytest_joules.engines.base import DeviceRef
 from pytest_joules.errors import ConfigError, EngineUnavailable
 from pytest_joules.hookspecs import hookimpl
 from pytest_joules.meters.base import MeterReading
-from pytest_joules.workload import EngineRun
+from pytest_joules.engines.workload import EngineRun
 
 THETA = (0.02, 1e-6, 1e-5, 1e-4, 2e-5, 0.5)
 
@@ -126,7 +126,7 @@ def preload() -> None:
     import scipy.optimize  # noqa: F401
     import scipy.stats  # noqa: F401
 
-    import pytest_joules.analytical  # noqa: F401
+    import pytest_joules.models.analytical  # noqa: F401
     import pytest_joules.report.summary  # noqa: F401
 
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import lsq_linear
 
-from pytest_joules import analytical as A
-from pytest_joules.analytical import MODEL_NAMES, FittedModel, Point, fit, fit_all
+from pytest_joules.models import analytical as A
+from pytest_joules.models.analytical import MODEL_NAMES, FittedModel, Point, fit, fit_all
 from pytest_joules.errors import ConfigError, DataError
 
 GRID = [64, 128, 256, 512, 1024, 2048, 4096]

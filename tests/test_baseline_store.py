@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_joules.baselines import SCHEMA, BaselineStore
+from pytest_joules.store.baselines import SCHEMA, BaselineStore
 from pytest_joules.errors import DataError
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 from .plugin_fake import BASELINE, project
 from .test_plugin_baselines import TESTS
@@ -199,7 +199,7 @@ def test_a_run_without_any_store_says_so_loudly(proj):
 
 
 def test_the_default_store_rule(tmp_path):
-    from pytest_joules.options import default_baselines
+    from pytest_joules.plugin.options import default_baselines
 
     repo = tmp_path / "repo"
     unit = repo / "tests" / "unit"
@@ -250,7 +250,7 @@ def test_an_update_on_another_device_keeps_the_old_file_and_names_what_it_droppe
 COUNTING = """
 from pathlib import Path
 
-import pytest_joules.baselines as store
+import pytest_joules.store.baselines as store
 
 _write = store.atomic_write_json
 
@@ -266,7 +266,7 @@ store.atomic_write_json = counting
 
 
 def test_recording_a_session_writes_the_baseline_file_once(proj, monkeypatch):
-    import pytest_joules.baselines as store_module
+    import pytest_joules.store.baselines as store_module
 
     # the inner run's conftest patches this module object: monkeypatch puts the original back
     monkeypatch.setattr(store_module, "atomic_write_json", store_module.atomic_write_json)
@@ -302,7 +302,7 @@ def test_a_store_that_breaks_before_the_session_ends_fails_the_session_and_is_ke
 
 
 def test_staged_entries_are_written_before_the_end_when_due(tmp_path, monkeypatch):
-    import pytest_joules.baselines as store_module
+    import pytest_joules.store.baselines as store_module
 
     store = BaselineStore(tmp_path)
     store.stage(FP, "t1", Workload(8, 8), [0.1], None)
@@ -317,8 +317,8 @@ def test_staged_entries_are_written_before_the_end_when_due(tmp_path, monkeypatc
 # -- 4. temp files of killed writes ------------------------------------------------------------------
 CHILD = """
 import os, sys, time
-from pytest_joules.baselines import BaselineStore
-from pytest_joules.workload import Workload
+from pytest_joules.store.baselines import BaselineStore
+from pytest_joules.engines.workload import Workload
 if sys.argv[2] == "stall":  # stop inside the write, after the temporary file exists
     os.fsync = lambda fd: time.sleep(60)
 fp = {"device": {"gpu": "G", "simulated": True}, "engine": {"kind": "k", "model": "m"}}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_joules import analytical, calibrate
-from pytest_joules.analytical import FittedModel
-from pytest_joules.calibrate import Measured, Plan
+from pytest_joules.models import analytical, design as calibrate
+from pytest_joules.models.analytical import FittedModel
+from pytest_joules.models.design import Measured, Plan
 from pytest_joules.errors import ConfigError
 
 LEVELS = [64, 128, 256, 512, 1024, 2048, 4096]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_joules import analytical, uncertainty
+from pytest_joules.models import analytical, uncertainty
 from pytest_joules.cli import main
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.results import read_results, results_document
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.store.results import read_results, results_document
+from pytest_joules.engines.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 H200 = ROOT / "data" / "h200-hf-llama" / "sweep-llama-3.2-1b.json"

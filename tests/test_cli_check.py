@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_joules import stats
-from pytest_joules.check import gate
-from pytest_joules.check import steps as S
-from pytest_joules.check.budget import Budget
-from pytest_joules.check.report import answer, estimates
+from pytest_joules.judge import stats
+from pytest_joules.validation import gate
+from pytest_joules.validation import steps as S
+from pytest_joules.validation.budget import Budget
+from pytest_joules.validation.markdown import answer, estimates
 from pytest_joules.cli import main
 from pytest_joules.meters.base import MeterReading
 
@@ -102,7 +102,7 @@ class CounterMeter:
 
 
 def test_counter_check_reads_periods_and_compares_the_counter_with_power():
-    from pytest_joules.check import counter as C
+    from pytest_joules.validation import counter as C
 
     gpu = TickingGpu()
     found = C.check_counter(gpu, None, CounterMeter(gpu), gpu.load, lambda: None, "fake", period_s=0.4,

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from pytest_joules.cli import main
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.results import write_results
-from pytest_joules.verdict import Verdict
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.store.results import write_results
+from pytest_joules.judge.verdict import Verdict
+from pytest_joules.engines.workload import Workload
 
 H100 = {"gpu": "NVIDIA H100 80GB HBM3", "power_limit_w": 700.0, "driver": "550.54", "cuda": "12.4", "simulated": False}
 ENGINE = {"kind": "trtllm", "model": "llama-3-8b", "dtype": "bf16", "version": "1.2.0"}

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_joules.analytical import FittedModel, fit, load_models
+from pytest_joules.models.analytical import FittedModel, fit, load_models
 from pytest_joules.cli import main
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.results import results_document
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.store.results import results_document
+from pytest_joules.engines.workload import Workload
 
 GRID = [64, 128, 256, 512, 1024, 2048, 4096]
 THETA = (0.05, 2e-7, 1e-5, 3e-4, 2e-5, 1.5)
@@ -284,7 +284,7 @@ def test_subcommand_modules_import_nothing_heavy():
 
 
 def test_fit_is_consistent_with_the_library(capsys, csv_file):
-    from pytest_joules.points import read_points
+    from pytest_joules.models.points import read_points
 
     _, out, _ = run_cli(capsys, "fit", csv_file, "--fit", "memflops", "--json")
     direct = fit("memflops", read_points(csv_file).points)

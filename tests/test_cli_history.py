@@ -11,13 +11,14 @@ import threading
 
 import pytest
 
-from pytest_joules import exporters, runs
+from pytest_joules.report import exporters
+from pytest_joules.store import runs
 from pytest_joules.cli import main
 from pytest_joules.errors import DataError
-from pytest_joules.footprint import Footprint
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.results import read_results, results_document
-from pytest_joules.workload import Workload
+from pytest_joules.report.footprint import Footprint
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.store.results import read_results, results_document
+from pytest_joules.engines.workload import Workload
 
 
 def make(name, center, *, n=5, noise=0.005, seed=0, n_in=512, n_out=128):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pytest_joules.cli import main
-from pytest_joules.results import read_results
+from pytest_joules.store.results import read_results
 
 SMALL = ["--n-in", "64,256,1024", "--n-out", "64,512", "--requests", "8", "--rounds", "2"]
 

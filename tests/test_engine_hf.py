@@ -12,7 +12,7 @@ from pytest_joules.engines.prompts import random_prompts
 from pytest_joules.errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from pytest_joules.measure import measure
 from pytest_joules.meters.base import MeterSpec
-from pytest_joules.workload import EngineRun, Workload
+from pytest_joules.engines.workload import EngineRun, Workload
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

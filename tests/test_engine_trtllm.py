@@ -23,7 +23,7 @@ import pytest
 from pytest_joules.engines import trtllm
 from pytest_joules.engines.base import EngineSpec
 from pytest_joules.errors import ConfigError, EngineUnavailable, WorkloadMismatch
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 # -- a fake tensorrt_llm ----------------------------------------------------------------------------
 

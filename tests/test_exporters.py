@@ -6,13 +6,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_joules import exporters
+from pytest_joules.report import exporters
 from pytest_joules.cli import main
 from pytest_joules.errors import DataError
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.results import read_results, write_results
-from pytest_joules.verdict import judge
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.store.results import read_results, write_results
+from pytest_joules.judge.verdict import judge
+from pytest_joules.engines.workload import Workload
 
 
 def make(name, center, *, n=5, noise=0.02, seed=0, n_in=256, n_out=64, simulated=True, valid=True, baseline=None):
@@ -141,9 +141,9 @@ def test_junit_properties_are_prefixed_pairs(measurements):
 def test_junit_properties_land_in_the_xml_report(pytester):
     pytester.makepyfile(
         """
-        from pytest_joules.exporters import junit_properties
-        from pytest_joules.measurement import Measurement, Round
-        from pytest_joules.workload import Workload
+        from pytest_joules.report.exporters import junit_properties
+        from pytest_joules.measure.measurement import Measurement, Round
+        from pytest_joules.engines.workload import Workload
 
         def test_energy(record_property):
             m = Measurement(

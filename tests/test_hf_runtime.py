@@ -11,10 +11,10 @@ import pytest
 
 from pytest_joules.engines.base import EngineSpec
 from pytest_joules.errors import ConfigError
-from pytest_joules.fingerprint import fingerprint
+from pytest_joules.store.fingerprint import fingerprint
 from pytest_joules.measure import measure
 from pytest_joules.meters.base import MeterSpec
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 from . import plugin_fake  # noqa: F401  (preloads what inner runs import lazily)
 from .fakes import FakeEngine, FakeMeter

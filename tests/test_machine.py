@@ -12,8 +12,8 @@ import pytest
 
 from pytest_joules import __version__
 from pytest_joules.cli import main
-from pytest_joules.machine import git_info, machine_info
-from pytest_joules.results import read_results, results_document
+from pytest_joules.store.machine import git_info, machine_info
+from pytest_joules.store.results import read_results, results_document
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

@@ -2,7 +2,7 @@ import pytest
 
 from pytest_joules.errors import ConfigError, WorkloadMismatch
 from pytest_joules.measure import measure
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 from .fakes import FakeEngine, FakeMeter
 

@@ -15,7 +15,7 @@ from pytest_joules.errors import ConfigError, InvalidMeasurement, MeterUnavailab
 from pytest_joules.measure import measure
 from pytest_joules.meters import nvml
 from pytest_joules.meters.base import MeterSpec
-from pytest_joules.workload import EngineRun, Workload
+from pytest_joules.engines.workload import EngineRun, Workload
 
 MY_PID = 1000
 

@@ -153,8 +153,8 @@ def test_end_without_begin(tree):
 
 def test_the_cpu_model_keys_the_baseline_fingerprint(tree, monkeypatch):
     """A rapl baseline recorded on one CPU must never be used on another (it reports no GPU)."""
-    from pytest_joules.baselines import BaselineStore
-    from pytest_joules.fingerprint import fingerprint
+    from pytest_joules.store.baselines import BaselineStore
+    from pytest_joules.store.fingerprint import fingerprint
 
     meter = rapl.build(MeterSpec("rapl", {"root": str(tree[0])}))
     engine = {"kind": "hf", "model": "tiny-llama", "dtype": "fp32", "version": "t"}

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_joules.analytical import FittedModel, load_models
+from pytest_joules.models.analytical import FittedModel, load_models
 from pytest_joules.cli import main
 from pytest_joules.errors import DataError
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.results import results_document
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.store.results import results_document
+from pytest_joules.engines.workload import Workload
 
 THETA = (0.05, 2e-7, 1e-5, 3e-4, 2e-5, 1.5)
 TRUE = FittedModel("memflops", THETA, 0.0, None, 1, (64, 512), (64, 512))

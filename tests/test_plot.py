@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from pytest_joules.analytical import FittedModel, Point, fit_all
+from pytest_joules.models.analytical import FittedModel, Point, fit_all
 from pytest_joules.cli import main
 from pytest_joules.errors import ConfigError
 from pytest_joules.report.heatmap import heatmap

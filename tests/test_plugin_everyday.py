@@ -71,7 +71,7 @@ def test_a_regressions_first_line_leads_with_the_verdict_and_the_change_and_is_p
 
 
 def test_the_verdict_failure_text_puts_the_change_first():
-    from pytest_joules.verdict import REGRESSION, Verdict
+    from pytest_joules.judge.verdict import REGRESSION, Verdict
 
     v = Verdict(REGRESSION, current=0.1102, baseline=0.1, delta=0.102, tolerance=0.05, detail="significant: ...")
     assert v.failure("test_chat_turn") == (
@@ -158,9 +158,9 @@ def test_under_xdist_a_failing_tests_baseline_is_not_saved_either(proj):
 
 def _three_parsers(value):
     """What --joules-tolerance, the marker and verdict.parse_tolerance (compare, assertions) make of it."""
-    from pytest_joules import marker, options
+    from pytest_joules.plugin import marker, options
     from pytest_joules.errors import ConfigError
-    from pytest_joules.verdict import parse_tolerance
+    from pytest_joules.judge.verdict import parse_tolerance
 
     out = []
     for parse, errors in ((lambda v: options.parse_fraction("--joules-tolerance", v), pytest.UsageError),
@@ -194,8 +194,8 @@ def test_a_bare_5_is_refused_everywhere_with_the_fix_write_5_percent(value):
 
 def test_an_assertion_with_a_bare_5_is_refused_not_read_as_500_percent():
     from pytest_joules.errors import ConfigError
-    from pytest_joules.measurement import Measurement, Round
-    from pytest_joules.workload import Workload
+    from pytest_joules.measure.measurement import Measurement, Round
+    from pytest_joules.engines.workload import Workload
 
     m = Measurement(workload=Workload(64, 32), rounds=[Round(joules=3.2, seconds=1.0, reps=1, output_tokens=32, input_tokens=64)],
                     engine={"kind": "fake"}, device={}, meter="fake", simulated=True, baseline_rounds=[0.05])
@@ -233,8 +233,8 @@ def test_the_plugin_and_compare_agree_on_a_change_of_exactly_the_tolerance(pytes
 
 
 def test_the_store_keeps_the_rounds_it_was_given_exactly(tmp_path):
-    from pytest_joules.baselines import BaselineStore
-    from pytest_joules.workload import Workload
+    from pytest_joules.store.baselines import BaselineStore
+    from pytest_joules.engines.workload import Workload
 
     fp = {"device": {"gpu": "FakeGPU", "simulated": True}, "engine": {"kind": "fake", "model": "m"}}
     rounds = [0.1234567891234, 0.12345678, 1 / 3]
@@ -282,8 +282,8 @@ def test_under_xdist_the_summary_lists_tests_as_a_run_without_it(pytester, monke
 
 
 def test_without_collection_order_node_ids_sort_with_numbers_as_numbers():
-    from pytest_joules.options import JoulesOptions
-    from pytest_joules.session import JoulesSession
+    from pytest_joules.plugin.options import JoulesOptions
+    from pytest_joules.plugin.session import JoulesSession
 
     state = JoulesSession(JoulesOptions())
     ids = ["t.py::g[n_in=128-n_out=1024]", "t.py::g[n_in=128-n_out=256]", "t.py::g[n_in=16-n_out=64]"]

@@ -125,9 +125,9 @@ def test_junit_properties_are_builtin_types_for_xdist():
     # execnet (xdist's transport of reports) cannot serialize numpy scalars, which engines produce
     import numpy as np
 
-    from pytest_joules.exporters import junit_properties
-    from pytest_joules.measurement import Measurement, Round
-    from pytest_joules.workload import Workload
+    from pytest_joules.report.exporters import junit_properties
+    from pytest_joules.measure.measurement import Measurement, Round
+    from pytest_joules.engines.workload import Workload
 
     r = Round(joules=np.float64(12.5), seconds=np.float64(0.1), reps=1, output_tokens=np.int64(64), input_tokens=128)
     m = Measurement(Workload(128, 64), [r, r], engine={}, device={}, meter="sim", simulated=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_joules.cli import main
-from pytest_joules.options import JoulesOptions
+from pytest_joules.plugin.options import JoulesOptions
 
 from .plugin_fake import TWO_TESTS, project
 

@@ -57,7 +57,7 @@ def test_joules_itself_is_an_ini_key(pytester, monkeypatch, value, outcome):
 def test_boolean_ini_keys_are_declared_as_bool(pytester):
     pytester.makeini("[pytest]\n")
     config = pytester.parseconfig()
-    from pytest_joules.options import FLAGS, ini_key
+    from pytest_joules.plugin.options import FLAGS, ini_key
 
     for flag, kind, _ in FLAGS:
         if kind == "flag":

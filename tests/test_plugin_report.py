@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pytest_joules.results import SCHEMA, read_results
+from pytest_joules.store.results import SCHEMA, read_results
 
 from .plugin_fake import THETA, j_per_token, project
 

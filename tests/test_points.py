@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from pytest_joules.analytical import Point
+from pytest_joules.models.analytical import Point
 from pytest_joules.errors import DataError
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.points import read_points
-from pytest_joules.results import results_document
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.models.points import read_points
+from pytest_joules.store.results import results_document
+from pytest_joules.engines.workload import Workload
 
 
 def write(tmp_path, text: str, name: str = "data.csv", encoding: str = "utf-8"):

@@ -6,10 +6,10 @@ import re
 import pytest
 
 from pytest_joules.cli import main
-from pytest_joules.measurement import Measurement, Round
+from pytest_joules.measure.measurement import Measurement, Round
 from pytest_joules.report.names import break_name
-from pytest_joules.results import results_document
-from pytest_joules.workload import Workload
+from pytest_joules.store.results import results_document
+from pytest_joules.engines.workload import Workload
 
 from .plugin_fake import project
 from .test_plugin_report import write_model

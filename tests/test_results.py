@@ -4,9 +4,9 @@ import pytest
 
 from pytest_joules.errors import DataError
 from pytest_joules.measure import measure
-from pytest_joules.results import SCHEMA, atomic_write_json, read_results, write_results
-from pytest_joules.verdict import judge
-from pytest_joules.workload import Workload
+from pytest_joules.store.results import SCHEMA, atomic_write_json, read_results, write_results
+from pytest_joules.judge.verdict import judge
+from pytest_joules.engines.workload import Workload
 
 from .fakes import FakeEngine, FakeMeter
 

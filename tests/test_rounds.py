@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pytest_joules import rounds as R
-from pytest_joules import verdict as V
+from pytest_joules.measure import stopping as R
+from pytest_joules.judge import verdict as V
 
 
 def lognormal(rng, center, sigma):

@@ -11,7 +11,7 @@ from pytest_joules.engines.base import Engine, EngineSpec
 from pytest_joules.errors import ConfigError
 from pytest_joules.measure import measure
 from pytest_joules.meters.base import Meter, MeterSpec
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 from .fakes import FakeEngine
 

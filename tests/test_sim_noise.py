@@ -12,10 +12,10 @@ from pytest_joules import registry
 from pytest_joules.engines.base import EngineSpec
 from pytest_joules.measure import measure
 from pytest_joules.meters.base import MeterSpec
-from pytest_joules.sim.calibration import compare, real_points
+from pytest_joules.validation.sim_vs_real import compare, real_points
 from pytest_joules.sim.device import COUNTER_PERIOD_S
 from pytest_joules.sim.noise import SLOW_FACTOR
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "h200-hf-llama"
 

@@ -11,7 +11,7 @@ from pytest_joules.errors import ConfigError
 from pytest_joules.sim.architectures import ARCHITECTURES, get_architecture, known_architectures
 from pytest_joules.sim.gpus import GPUS, get_gpu, known_gpus
 from pytest_joules.sim.physics import StepModel
-from pytest_joules.workload import Workload
+from pytest_joules.engines.workload import Workload
 
 
 #: the physics alone: no host noise, no slow first run (those are tested in test_sim_noise.py)
@@ -190,7 +190,7 @@ def test_kv_cache_capacity_limits_concurrency_like_the_spec_sheet_memory():
 # -- the paper's model against the physics -----------------------------------------------------------
 
 def _sweep_points(gpu: str, requests: int, max_batch_size=None):
-    from pytest_joules.analytical import Point
+    from pytest_joules.models.analytical import Point
 
     grid = [64, 128, 256, 512, 1024, 2048, 4096]
     w = lambda n, m: Workload(n, m, requests=requests, max_batch_size=max_batch_size)  # noqa: E731
@@ -201,7 +201,7 @@ def test_paper_model_fits_the_physics_when_the_batch_is_fixed():
     """With a batch that does not change over the grid, the Memory+FLOPs model describes the step
     physics to the level of the sim's noise; on an 80 GB H100 the KV cache caps concurrency for long
     requests (the batch then depends on n_in + n_out, a term the model lacks) and the fit is worse."""
-    from pytest_joules.analytical import fit
+    from pytest_joules.models.analytical import fit
 
     fixed = fit("memflops", _sweep_points("H200", 100))
     capped = fit("memflops", _sweep_points("H100-SXM", 100))

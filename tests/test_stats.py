@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_joules import stats
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.workload import Workload
+from pytest_joules.judge import stats
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.engines.workload import Workload
 
 
 def _lognormal(rng: random.Random, n: int, center: float, sd: float) -> list[float]:
@@ -196,7 +196,7 @@ def test_comparison_refuses_bad_values():
 
 def test_importing_stats_and_verdict_stays_light():
     code = (
-        "import sys, pytest_joules.stats, pytest_joules.verdict, pytest_joules.measurement\n"
+        "import sys, pytest_joules.judge.stats, pytest_joules.judge.verdict, pytest_joules.measure.measurement\n"
         "heavy = [m for m in ('numpy', 'scipy', 'torch') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

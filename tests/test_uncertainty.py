@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pytest_joules import analytical, uncertainty
-from pytest_joules.analytical import FittedModel, Point
+from pytest_joules.models import analytical, uncertainty
+from pytest_joules.models.analytical import FittedModel, Point
 from pytest_joules.errors import DataError
 
 TRUE = FittedModel("memflops", (0.03, 4e-7, 2e-5, 0.013, 1e-5, 0.3), 0.0, None, 49, (64, 4096), (64, 4096))

@@ -6,20 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_joules.errors import ConfigError
-from pytest_joules.measurement import Measurement, Round
-from pytest_joules.verdict import (
-    IMPROVED,
-    INVALID,
-    NEW,
-    NOISY,
-    PASS,
-    REGRESSION,
-    STATUSES,
-    Verdict,
-    judge,
-    parse_tolerance,
-)
-from pytest_joules.workload import Workload
+from pytest_joules.measure.measurement import Measurement, Round
+from pytest_joules.judge.verdict import IMPROVED, INVALID, NEW, NOISY, PASS, REGRESSION, STATUSES, Verdict, judge, parse_tolerance
+from pytest_joules.engines.workload import Workload
 
 SEEDS = range(40)
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pytest_joules import workers
+from pytest_joules.plugin import xdist as workers
 from pytest_joules.errors import ConfigError
 
 from .plugin_fake import project
@@ -116,8 +116,8 @@ def fake_registry(monkeypatch):
 
 
 def _worker_session(model, worker):
-    from pytest_joules.options import JoulesOptions
-    from pytest_joules.session import JoulesSession
+    from pytest_joules.plugin.options import JoulesOptions
+    from pytest_joules.plugin.session import JoulesSession
 
     state = JoulesSession(JoulesOptions(enabled=True, engine="fake", model=model))
     state.worker = worker
@@ -181,8 +181,8 @@ def _rapl_tree(root):
 
 @pytest.mark.parametrize("worker, refused", [(("gw0", 2), True), (("gw0", 1), False), (None, False)])
 def test_rapl_is_refused_when_several_workers_share_the_cpu_package(fake_registry, tmp_path, worker, refused):
-    from pytest_joules.options import JoulesOptions
-    from pytest_joules.session import JoulesSession
+    from pytest_joules.plugin.options import JoulesOptions
+    from pytest_joules.plugin.session import JoulesSession
 
     options = JoulesOptions(enabled=True, engine="fake", meter="rapl",
                             meter_options={"root": str(_rapl_tree(tmp_path / "powercap"))})

@@ -1,7 +1,7 @@
 import pytest
 
 from pytest_joules.errors import ConfigError, WorkloadMismatch
-from pytest_joules.workload import EngineRun, Workload
+from pytest_joules.engines.workload import EngineRun, Workload
 
 
 def test_workload_counts_tokens():

@@ -29,7 +29,7 @@ def number(convert: Callable[[str], float], allow_zero: bool, what: str,
 
 def requests(text: str) -> int:
     """A number of requests per workload, at most workload.MAX_REQUESTS (the reason in the error)."""
-    from ..workload import requests_problem
+    from ..engines.workload import requests_problem
 
     value = positive_int(text)
     problem = requests_problem(value)
@@ -77,7 +77,7 @@ class DeprecatedAlias(argparse.Action):
 def tolerance_arg(text: str) -> float:
     """A tolerance as the plugin takes it: 0.05 or 5%."""
     from ..errors import ConfigError
-    from ..verdict import parse_tolerance
+    from ..judge.verdict import parse_tolerance
 
     try:
         return parse_tolerance(text)

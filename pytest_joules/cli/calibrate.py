@@ -132,7 +132,8 @@ class Setup:
 
 
 def _live(args: argparse.Namespace) -> Setup:
-    from .. import calibrate, calibrate_sources, registry
+    from ..models import design as calibrate, sources as calibrate_sources
+    from .. import registry
     from ..engines.base import EngineSpec
     from ..meters.base import MeterSpec, parse_options
     from .sweep import _engine_options
@@ -171,10 +172,10 @@ def _live(args: argparse.Namespace) -> Setup:
 
 
 def _replay(args: argparse.Namespace) -> Setup:
-    from .. import analytical, calibrate_sources
-    from ..analytical import Point
-    from ..points import batching_of
-    from ..results import read_results
+    from ..models import analytical, sources as calibrate_sources
+    from ..models.analytical import Point
+    from ..models.points import batching_of
+    from ..store.results import read_results
 
     given = [name for name in LIVE_ONLY if getattr(args, name) not in (None, [], False)]
     if given:
@@ -214,7 +215,7 @@ def _in_ranges(n_in: int, n_out: int, args: argparse.Namespace) -> bool:
 
 # -- running ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from .. import analytical, calibrate, uncertainty
+    from ..models import analytical, design as calibrate, uncertainty
 
     check_writable("--save", args.save)
     if args.out:
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     uncertainty.save(args.save, [(fitted, u)], simulated=setup.simulated, source="joules calibrate",
                      calibration=document["calibration"])
     if args.out and setup.kept:
-        from ..results import write_results
+        from ..store.results import write_results
 
         try:
             write_results(args.out, setup.kept, models=[uncertainty.model_entry(fitted, u)])
@@ -272,7 +273,7 @@ def _progress(quiet: bool) -> Any:
 def _grid_cost(cal: Any, plan: Any) -> float | None:
     """What measuring every candidate would have cost: the measured points' own cost, the
     others' predicted by the final cost model."""
-    from ..calibrate import cost_model
+    from ..models.design import cost_model
 
     try:
         costs = cost_model(cal.measured, plan.requests, plan.warmup, plan.min_window_s, plan.rounds)
@@ -311,7 +312,7 @@ def _band(fitted: Any, u: Any, grid: list[tuple[int, int]]) -> dict[str, Any]:
 
 
 def _document(args: argparse.Namespace, setup: Setup, cal: Any, fitted: Any, u: Any, grid_cost: float | None) -> dict[str, Any]:
-    from .. import analytical, uncertainty
+    from ..models import analytical, uncertainty
 
     n_in_values = sorted({n for n, _ in setup.grid})
     calibration = {

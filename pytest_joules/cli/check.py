@@ -93,7 +93,7 @@ def _meta(budget: Any, plan: Any, tolerance: float) -> dict[str, Any]:
 
 
 def _timed(step_fn: Any, *args: Any) -> Any:
-    from ..check.steps import FAILED, Step, one_line
+    from ..validation.steps import FAILED, Step, one_line
 
     t0 = time.monotonic()
     try:
@@ -106,10 +106,10 @@ def _timed(step_fn: Any, *args: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..check import report as R
-    from ..check import steps as S
-    from ..check.budget import Budget
-    from ..verdict import parse_tolerance
+    from ..validation import markdown as R
+    from ..validation import steps as S
+    from ..validation.budget import Budget
+    from ..judge.verdict import parse_tolerance
 
     try:
         tolerance = parse_tolerance(args.tolerance)
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     text = R.markdown(steps, meta, ans, est)
     summary = {"schema": "pytest-joules/check/1", **meta, "answer": vars(ans), "estimates": est,
                "steps": [vars(s) for s in steps]}
-    from ..results import atomic_write_json
+    from ..store.results import atomic_write_json
 
     atomic_write_json(out / "summary.json", json.loads(json.dumps(summary, default=str)))
     (out / "report.md").write_text(text)

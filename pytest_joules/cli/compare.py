@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from ..fingerprint import fingerprint
-from ..results import ResultRow, ResultsFile, read_results
-from ..verdict import IMPROVED, INVALID, NEW, NOISY, REGRESSION, Verdict, check_tolerance, judge
+from ..store.fingerprint import fingerprint
+from ..store.results import ResultRow, ResultsFile, read_results
+from ..judge.verdict import IMPROVED, INVALID, NEW, NOISY, REGRESSION, Verdict, check_tolerance, judge
 from .argtypes import tolerance_arg
-from ..workload import Workload
+from ..engines.workload import Workload
 
 DEFAULT_TOLERANCE = 0.05
 
@@ -89,7 +89,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="compare even when the two files come from different device fingerprints",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
-    from .. import runs
+    from ..store import runs
 
     runs.add_storage_argument(p)  # OLD and NEW may name saved runs: 0003, last, last~1
     return p
@@ -290,7 +290,7 @@ def _print_table(report: CompareReport) -> None:
 
 def _read(arg: str, args: argparse.Namespace) -> ResultsFile:
     """A results file, or a run saved by --joules-autosave (`0003`, `last`, `last~1`)."""
-    from .. import runs
+    from ..store import runs
 
     storage = runs.storage_from(args) if runs.is_run_spec(arg) and not os.path.exists(arg) else None
     return read_results(runs.results_path(arg, storage))

@@ -1,6 +1,6 @@
 """`joules export RESULTS... --format gab|bmf|markdown|csv [--out FILE] [--append]`.
 
-Turns a results file into what CI dashboards read (see pytest_joules.exporters): gab is
+Turns a results file into what CI dashboards read (see pytest_joules.report.exporters): gab is
 github-action-benchmark's customSmallerIsBetter JSON, bmf is Bencher's metric format, markdown
 a summary table, csv one row per test per run (several files or saved runs, or `all`, for a
 spreadsheet of the history). RESULTS is a file or a saved run id (`0003`, `last`, `last~1`;
@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import exporters, runs
+from ..report import exporters
+from ..store import runs
 from ..errors import ConfigError, DataError
-from ..footprint import Footprint, parse_amount
-from ..results import atomic_write_json, read_results
+from ..report.footprint import Footprint, parse_amount
+from ..store.results import atomic_write_json, read_results
 
 FORMATS = ("gab", "bmf", "markdown", "csv")
 

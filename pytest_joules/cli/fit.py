@@ -72,8 +72,8 @@ def _fit(analytical: Any, data: Any, choice: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import analytical, uncertainty
-    from ..points import read_points
+    from ..models import analytical, uncertainty
+    from ..models.points import read_points
 
     data = read_points(args.file)
     models = _fit(analytical, data, args.fit)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from .. import runs
+from ..store import runs
 from ..errors import DataError
 
 #: eight levels of a sparkline, lowest first
@@ -46,7 +46,7 @@ def _change(value: float | None, ref: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..history import read_runs, trend
+    from ..store.history import read_runs, trend
 
     storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))

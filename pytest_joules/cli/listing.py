@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .. import runs
+from ..store import runs
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def _commit(commit: str | None, dirty: bool | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..history import read_runs, summarize
+    from ..store.history import read_runs, summarize
 
     storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))

@@ -86,7 +86,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"{flag} {value} and --engine-option {key}={options[key]} disagree; set the {key} once")
         options[key] = value
     if "seed" not in options:  # like the plugin: a new seed each run unless told (results record it)
-        from ..options import random_seed
+        from ..plugin.options import random_seed
 
         options["seed"] = random_seed()
     seed = options["seed"]
@@ -120,8 +120,8 @@ def _measure_grid(engine: Any, meter: Any, args: argparse.Namespace, grid: list[
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    from ..measure import measure
-    from ..workload import Workload
+    from ..measure.path import measure
+    from ..engines.workload import Workload
 
     results = []
     # the label keeps one width (the bar does not jump as lengths change); the ETA is rich's
@@ -147,7 +147,7 @@ def _label(point: tuple[int, int], digits: int) -> str:
 
 def _fit(points: list[Any], notes: list[str]) -> list[Any]:
     """Fit every model the points can determine; say which could not be fitted."""
-    from .. import analytical
+    from ..models import analytical
 
     models, skipped = analytical.fit_possible(points)
     distinct = len({(p.n_in, p.n_out) for p in points})
@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from .. import registry, results
+    from .. import registry
+    from ..store import results
     from ..engines.base import EngineSpec
     from ..meters.base import MeterSpec, parse_options
 
@@ -217,13 +218,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.close()
 
-    from ..analytical import Point
+    from ..models.analytical import Point
 
     points = [Point(m.workload.n_in, m.workload.n_out, m.j_per_out_token) for m in measurements if m.valid]
     if not points:
         notes.append("no valid energy readings (dry run or invalid windows): nothing to fit or draw")
     models = _fit(points, notes) if points else []
-    from ..uncertainty import for_models, model_entry
+    from ..models.uncertainty import for_models, model_entry
 
     intervals = for_models(models, points)
     entries = [model_entry(m, intervals.get(m.name)) for m in models]

@@ -86,8 +86,8 @@ def _rows(model: Any, n_in: list[int]) -> list[tuple[str, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import analytical
-    from ..results import load_json
+    from ..models import analytical
+    from ..store.results import load_json
 
     n_in = list(dict.fromkeys(n for group in args.n_in for n in group))  # 128,512 512 -> 128, 512
     raw = load_json(args.model_file)

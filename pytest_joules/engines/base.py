@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from ..workload import EngineRun, Workload
+from .workload import EngineRun, Workload
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
-from ..workload import EngineRun, Workload
+from .workload import EngineRun, Workload
 from . import hf_runtime as R
 from .base import DeviceRef, EngineSpec, reject_unknown_options
 from .prompts import random_prompts

@@ -10,7 +10,7 @@ import random
 from typing import Iterable
 
 from ..errors import ConfigError
-from ..workload import Workload
+from .workload import Workload
 
 _MAX_TRIES = 100
 

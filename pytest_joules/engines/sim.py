@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..workload import EngineRun, Workload
+from .workload import EngineRun, Workload
 from .base import DeviceRef, EngineSpec, reject_unknown_options
 
 DEFAULT_MODEL = "Llama-3.1-8B"

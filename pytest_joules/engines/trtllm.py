@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
-from ..workload import EngineRun, Workload
+from .workload import EngineRun, Workload
 from .base import DeviceRef, EngineSpec, reject_unknown_options
 from .prompts import random_prompts
 

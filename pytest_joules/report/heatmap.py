@@ -10,7 +10,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from ..analytical import Point, tokens_per_joule_grid
+from ..models.analytical import Point, tokens_per_joule_grid
 
 # Worst to best: red, amber, green. Dark text stays readable on all three.
 _STOPS = ((0xC0, 0x39, 0x2B), (0xF3, 0x9C, 0x12), (0x27, 0xAE, 0x60))

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 from rich.cells import cell_len
 from rich.table import Table
 
-from ..analytical import PARAMETERS, TERMS, FittedModel
+from ..models.analytical import PARAMETERS, TERMS, FittedModel
 
 
 #: marks the best model, as ★ marks the best cell of the heatmap

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..analytical import FittedModel, Point, tokens_per_joule_grid
+from ..models.analytical import FittedModel, Point, tokens_per_joule_grid
 from ..errors import ConfigError
 from .heatmap import coarsen
 
@@ -99,7 +99,7 @@ def _draw_curves(ax, points: Sequence[Point], models: Sequence[FittedModel]) -> 
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from ..analytical import best_model
+    from ..models.analytical import best_model
 
     drawn = best_model(list(models))
     n_in_values = sorted({p.n_in for p in points})

@@ -44,7 +44,7 @@ def _span(values: Sequence[int]) -> tuple[int, int]:
 
 def _measured(records: Sequence[dict[str, Any]], warmup: int) -> list[Any]:
     """The session's valid measurements as the design sees them (calibrate.Measured)."""
-    from ..calibrate import Measured
+    from ..models.design import Measured
 
     out = []
     for r in records:
@@ -63,8 +63,8 @@ def _model(points: list[Any]) -> Any:
     """The richest paper model of `points`, or a constant (the linear form with a = c = 0)."""
     import statistics
 
-    from ..analytical import FittedModel
-    from ..calibrate import richest_fit
+    from ..models.analytical import FittedModel
+    from ..models.design import richest_fit
     from ..errors import DataError
 
     try:
@@ -80,8 +80,8 @@ def estimate_seconds(measured: list[Any], grid: list[tuple[int, int]], requests:
     """Device seconds of a `POINTS`-point calibration over `grid`, forecast from `measured`."""
     import statistics
 
-    from .. import calibrate
-    from ..analytical import Point
+    from ..models import design as calibrate
+    from ..models.analytical import Point
     from ..errors import JoulesError
 
     if not measured:
@@ -107,7 +107,7 @@ def estimate_seconds(measured: list[Any], grid: list[tuple[int, int]], requests:
 
 def suggest(options: Any, records: Sequence[dict[str, Any]], model_path: Path) -> Suggestion | None:
     """The calibrate command for the session's engine and device, or None without a valid measurement."""
-    from .. import calibrate
+    from ..models import design as calibrate
 
     valid = [r for r in records if r.get("j_per_out_token") and r.get("n_in") and r.get("n_out") and not r.get("dry_run")]
     if not valid:
@@ -166,7 +166,7 @@ def no_model_lines(state: Any, records: Sequence[dict[str, Any]]) -> list[Any]:
     from rich.text import Text
 
     from ..errors import JoulesError
-    from ..fingerprint import fingerprint
+    from ..store.fingerprint import fingerprint
 
     if records and all(r.get("j_per_out_token") is None for r in records):
         return []  # a dry run read no energy: no model can be fitted from this meter, say nothing

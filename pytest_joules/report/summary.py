@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import verdict as V
-from ..fingerprint import describe, fingerprint
+from ..judge import verdict as V
+from ..store.fingerprint import describe, fingerprint
 from .names import break_name
 
 if TYPE_CHECKING:
-    from ..session import JoulesSession
+    from ..plugin.session import JoulesSession
 
 STYLES = {
     V.PASS: "green",
@@ -214,7 +214,7 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
         from .suggest import no_model_lines
 
         lines += no_model_lines(state, records)  # the `joules calibrate` command, with its estimated time
-    from ..session import other_batching
+    from ..plugin.session import other_batching
 
     fitted_at, skipped = other_batching(records)
     if skipped:
@@ -243,7 +243,7 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
     by = lambda *s: [r for r in records if _status(r) in s]  # noqa: E731
     dry = by(V.DRY_RUN)
     if dry:
-        from ..fixtures import DRY_RUN
+        from ..plugin.fixtures import DRY_RUN
 
         meters = ", ".join(sorted({str(r.get("meter")) for r in dry}))
         lines.append(Text(f"{DRY_RUN} (meter {meters}): {len(dry)} measurement(s) checked their token counts only; "
@@ -256,7 +256,7 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
                     + (f" (stopped: {r['rounds_stopped']})" if r.get("rounds_stopped") else ""))
     host_bound = [r for r in records if r.get("host_bound")]
     if host_bound:
-        from ..measurement import HOST_BOUND_FIX
+        from ..measure.measurement import HOST_BOUND_FIX
 
         lines += _lines(f"{HOST_BOUND_MARK} host-bound: {HOST_BOUND_FIX}", host_bound, "yellow",
                         lambda r: f"{r.get('key')}: GPU busy {r['gpu_util']:.0%} of the window")
@@ -343,7 +343,7 @@ def _intervals(state: JoulesSession, model: Any) -> dict[str, Any]:
     if not state.model_path:
         return {}
     from ..errors import DataError
-    from ..uncertainty import load
+    from ..models.uncertainty import load
 
     try:
         found = load(state.model_path)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..workload import Workload
+from ..engines.workload import Workload
 from .architectures import Architecture
 from .gpus import GPU
 from .noise import HostState, draw_run, hiccups, session_power

@@ -1,0 +1,115 @@
+"""The one measurement path, shared by the plugin and `joules sweep`.
+
+Per round: sync the device, open the meter's window, run the workload back to back until the
+window lasts at least the meter's minimum, sync, close the window. An engine's optional
+`prepare(workload)` (compilation, CUDA-graph capture) and the warm-up runs come first and are
+never measured (they load kernels and fill caches).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .measurement import Measurement, Round
+from ..engines.workload import EngineRun, Workload
+
+if TYPE_CHECKING:
+    from ..engines.base import Engine
+    from ..meters.base import Meter
+    from .stopping import Rule
+
+#: safety cap on repetitions inside one window, so a broken clock cannot loop forever
+MAX_REPS = 10_000
+
+
+def _close_quietly(meter: Meter) -> None:
+    try:
+        meter.end()
+    except Exception:  # the window is being abandoned: its reading, good or bad, is not used
+        pass
+
+
+def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: float) -> Round:
+    engine.sync()
+    meter.begin()
+    runs: list[EngineRun] = []
+    elapsed = 0.0
+    try:
+        while True:
+            run = engine.run(workload)
+            run.verify(workload, engine.kind)
+            runs.append(run)
+            elapsed += run.seconds
+            if elapsed >= min_window_s or len(runs) >= MAX_REPS:
+                break
+        engine.sync()
+    except BaseException:
+        _close_quietly(meter)  # stop the window (and any sampling thread); the error is what matters
+        raise
+    reading = meter.end()
+    phases: dict[str, float] = {}
+    for run in runs:
+        for key, value in run.phases.items():
+            phases[key] = phases.get(key, 0.0) + value / len(runs)
+    spoiled = list(dict.fromkeys(p for run in runs for p in run.problems))
+    return Round(
+        joules=reading.total_joules,
+        seconds=reading.seconds,
+        reps=len(runs),
+        output_tokens=sum(r.total_output_tokens for r in runs),
+        input_tokens=sum(sum(r.input_tokens) for r in runs),
+        valid=reading.valid and reading.joules is not None and not spoiled,
+        problems=list(reading.problems) + spoiled,
+        info=dict(reading.info),
+        phases=phases,
+    )
+
+
+def measure(
+    engine: Engine,
+    meter: Meter,
+    workload: Workload,
+    *,
+    rounds: int = 3,
+    warmup: int = 1,
+    min_window_s: float | None = None,
+    name: str = "",
+    rule: Rule | None = None,
+) -> Measurement:
+    """Measure `workload` on `engine` with `meter`: `warmup` unmeasured runs, then `rounds` windows,
+    or with a `rule` (rounds.py, `--joules-rounds auto`) as many as it asks for."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    workload.check_positions(engine.max_positions, engine.kind)
+    begin = getattr(engine, "begin_measurement", None)  # optional: the sim draws its noise per measurement
+    if begin is not None:
+        begin(name)
+    prepare = getattr(engine, "prepare", None)  # optional in the Engine protocol
+    if prepare is not None:
+        prepare(workload)
+    for _ in range(warmup):
+        engine.run(workload).verify(workload, engine.kind)
+    window = meter.min_window_s if min_window_s is None else min_window_s
+    results: list[Round] = []
+    spent = 0.0
+    while True:
+        results.append(run_round(engine, meter, workload, window))
+        spent += results[-1].seconds
+        if rule is None:
+            if len(results) >= rounds:
+                break
+        elif rule.stop([r.j_per_out_token for r in results if r.j_per_out_token is not None], len(results), spent):
+            break
+    m = Measurement(
+        workload=workload,
+        rounds=results,
+        engine=engine.identity(),
+        device=meter.device_info(),
+        meter=meter.name,
+        simulated=bool(engine.simulated),
+        name=name,
+    )
+    if rule is not None:
+        m.confidence = rule.confidence
+        m.stopped = rule.reason
+    return m
