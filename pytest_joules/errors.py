@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
-
-def reject_unknown(what: str, options: object, accepted: "Sequence[str]", who: str) -> None:
-    """ConfigError naming every option of `what` ("sim engine", "nvml meter") that is not one of
-    `accepted`: a typo must not be ignored silently. `who` starts the list of accepted ones."""
-    unknown = sorted(set(options) - set(accepted))  # type: ignore[call-overload]
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s) {', '.join(map(repr, unknown))}; {who} accepts {', '.join(accepted)}")
 
 
 class JoulesError(Exception):

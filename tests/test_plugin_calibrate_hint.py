@@ -13,6 +13,7 @@ import pytest
 
 from pytest_joules.cli import main
 from pytest_joules.report import suggest
+from pytest_joules.store.record import ResultRecord
 
 from . import plugin_fake  # noqa: F401  (preloads what inner runs import lazily)
 
@@ -68,11 +69,11 @@ def options(**kw) -> SimpleNamespace:
     return SimpleNamespace(**{**base, **kw})
 
 
-def record(n_in: int, n_out: int, requests: int = 16, max_batch_size=None, seconds: float = 2.0) -> dict:
-    return {"n_in": n_in, "n_out": n_out, "requests": requests, "max_batch_size": max_batch_size,
+def record(n_in: int, n_out: int, requests: int = 16, max_batch_size=None, seconds: float = 2.0) -> ResultRecord:
+    return ResultRecord.from_dict({"name": f"{n_in}x{n_out}", "n_in": n_in, "n_out": n_out, "requests": requests, "max_batch_size": max_batch_size,
             "j_per_out_token": 0.1 + n_in / 1e4 + 10 / n_out, "seconds": seconds * n_out / 128,
             "rounds": [{"seconds": 2.5, "reps": 1}] * 3, "engine": {"kind": "trtllm", "model": "llama"},
-            "device": {"gpu": "NVIDIA H100"}, "simulated": False}
+            "device": {"gpu": "NVIDIA H100"}, "simulated": False})
 
 
 def test_the_command_carries_the_engine_its_options_and_the_meter_but_not_the_seed(tmp_path):
@@ -97,12 +98,14 @@ def test_one_length_is_widened_and_the_most_common_batching_is_chosen_and_named(
 
 
 def test_only_the_sim_is_told_its_gpu(tmp_path):
-    records = [{**record(n, m), "simulated": True, "device": {"gpu": "FakeGPU 80GB"}} for n in (64, 512) for m in (64, 512)]
+    records = [record(n, m) for n in (64, 512) for m in (64, 512)]
+    for r in records:
+        r.simulated, r.device = True, {"gpu": "FakeGPU 80GB"}
     assert "--gpu" not in suggest.suggest(options(engine="fake"), records, tmp_path / "m.json").command
     assert "--gpu H200" in suggest.suggest(options(engine="sim", gpu="H200"), records, tmp_path / "m.json").command
 
 
-@pytest.mark.parametrize("records", [[], [{"n_in": 64, "n_out": 64, "j_per_out_token": None}]])
+@pytest.mark.parametrize("records", [[], [ResultRecord(name="t", n_in=64, n_out=64, j_per_out_token=None)]])
 def test_no_valid_measurement_no_suggestion(tmp_path, records):
     assert suggest.suggest(options(), records, tmp_path / "m.json") is None
 

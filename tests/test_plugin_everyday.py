@@ -285,7 +285,9 @@ def test_without_collection_order_node_ids_sort_with_numbers_as_numbers():
     from pytest_joules.plugin.options import JoulesOptions
     from pytest_joules.plugin.session import JoulesSession
 
-    state = JoulesSession(JoulesOptions())
+    from pytest_joules.store.record import ResultRecord
+
+    recording = JoulesSession(JoulesOptions()).recording
     ids = ["t.py::g[n_in=128-n_out=1024]", "t.py::g[n_in=128-n_out=256]", "t.py::g[n_in=16-n_out=64]"]
-    assert sorted(({"nodeid": i} for i in ids), key=state.record_order) == [
-        {"nodeid": ids[2]}, {"nodeid": ids[1]}, {"nodeid": ids[0]}]
+    records = [ResultRecord(name=i, n_in=1, n_out=1, nodeid=i) for i in ids]
+    assert [r.nodeid for r in sorted(records, key=recording.record_order)] == [ids[2], ids[1], ids[0]]

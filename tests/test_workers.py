@@ -119,9 +119,7 @@ def _worker_session(model, worker):
     from pytest_joules.plugin.options import JoulesOptions
     from pytest_joules.plugin.session import JoulesSession
 
-    state = JoulesSession(JoulesOptions(enabled=True, engine="fake", model=model))
-    state.worker = worker
-    return state
+    return JoulesSession(JoulesOptions(enabled=True, engine="fake", model=model), worker=worker).devices
 
 
 def test_a_gpu_engine_with_more_workers_than_gpus_is_refused(fake_registry, monkeypatch):
@@ -130,13 +128,13 @@ def test_a_gpu_engine_with_more_workers_than_gpus_is_refused(fake_registry, monk
     for _ in range(2):  # remembered: every later test fails the same way
         with pytest.raises(pytest.fail.Exception, match="-n 2 with 1 visible GPU: energy tests need one GPU per worker; "
                                                         "use -n 1 or fewer, or run energy tests without xdist"):
-            state.devices()
+            state.get()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
 
 
 def test_a_simulated_engine_with_more_workers_than_gpus_is_allowed(fake_registry, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    engine, _ = _worker_session(None, ("gw1", 2)).devices()
+    engine, _ = _worker_session(None, ("gw1", 2)).get()
     assert engine.simulated and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
 
 
@@ -152,13 +150,13 @@ def test_the_gpu_is_pinned_before_the_engine_is_built(fake_registry, monkeypatch
         build(self, spec)
 
     monkeypatch.setattr(FakeEngine, "__init__", init)
-    _worker_session("real-gpu", ("gw2", 3)).devices()
+    _worker_session("real-gpu", ("gw2", 3)).get()
     assert seen == ["GPU-cc"]
 
 
 def test_without_xdist_nothing_is_pinned(fake_registry, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
-    _worker_session("real-gpu", None).devices()
+    _worker_session("real-gpu", None).get()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
 
 
@@ -186,14 +184,13 @@ def test_rapl_is_refused_when_several_workers_share_the_cpu_package(fake_registr
 
     options = JoulesOptions(enabled=True, engine="fake", meter="rapl",
                             meter_options={"root": str(_rapl_tree(tmp_path / "powercap"))})
-    state = JoulesSession(options)
-    state.worker = worker
+    state = JoulesSession(options, worker=worker).devices
     if refused:
         with pytest.raises(pytest.fail.Exception, match="meter 'rapl' reads the whole CPU package: with 2 pytest-xdist "
                                                         "workers each would count the others' energy"):
-            state.devices()
+            state.get()
     else:
-        assert state.devices()[1].name == "rapl"
+        assert state.get()[1].name == "rapl"
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
+from .. import values
 from .workload import EngineRun, Workload
 
 
@@ -74,24 +75,10 @@ class Engine(Protocol):
 
 
 def parse_engine_options(items: list[str] | None, option: str) -> dict[str, Any]:
-    """Repeated ``KEY=VALUE`` strings (``--joules-engine-option slowdown=1.1``) -> the engine's options.
-
-    The meters' parser converts the values (numbers become int or float); the format check
-    comes first so the error shows an engine example, not a meter one.
-    """
-    from ..errors import ConfigError
-    from ..meters.base import parse_options
-
-    texts = [str(item) for item in items or []]
-    for text in texts:
-        key, sep, _ = text.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{option} takes KEY=VALUE (e.g. slowdown=1.1), got {text!r}")
-    return parse_options(texts, option)
+    """Repeated ``KEY=VALUE`` strings (``--joules-engine-option slowdown=1.1``) -> the engine's options."""
+    return values.key_values(items, option, example="slowdown=1.1")
 
 
 def reject_unknown_options(engine: str, options: Mapping[str, Any], accepted: Sequence[str]) -> None:
     """ConfigError naming every option `engine` does not take: a typo must not be ignored silently."""
-    from ..errors import reject_unknown
-
-    reject_unknown(f"{engine} engine", options, accepted, f"the {engine} engine")
+    values.reject_unknown(f"{engine} engine", options, accepted, f"the {engine} engine")

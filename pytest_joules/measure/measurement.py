@@ -11,6 +11,8 @@ from ..engines.workload import Workload
 
 #: a reading whose GPU ran kernels less than this share of the window waited for the host
 HOST_BOUND_UTIL = 0.5
+#: how a dry run (a meter that reads no energy) is named in skips, the header and the summary
+DRY_RUN = "dry run: no energy read"
 HOST_BOUND_FIX = (
     "the GPU mostly waited for the host, so these joules measure the host's speed: use an engine "
     "with CUDA graphs (trtllm, or hf with runtime=graphs) or more concurrent requests"

@@ -8,8 +8,9 @@ exactly the devices the engine uses (and, for the sim, read the simulated device
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import math
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+
+from .. import values
 
 if TYPE_CHECKING:
     from ..engines.base import Engine
@@ -64,64 +65,20 @@ class Meter(Protocol):
 
 
 def parse_options(items: list[str] | None, option: str) -> dict[str, Any]:
-    """Turn repeated ``KEY=VALUE`` strings (``--joules-meter-option min_window_s=2``) into a dict.
-
-    Numbers become int or float; anything else stays a string, for the meter to validate.
-    """
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"{option} takes KEY=VALUE (e.g. min_window_s=2), got {item!r}")
-        raw = raw.strip()
-        value: Any = raw
-        for convert in (int, float):
-            try:
-                value = convert(raw)
-                break
-            except ValueError:
-                pass
-        options[key] = value
-    return options
+    """Repeated ``KEY=VALUE`` strings (``--joules-meter-option min_window_s=2``) -> the meter's options."""
+    return values.key_values(items, option)
 
 
 def reject_unknown_options(meter: str, options: Mapping[str, Any], accepted: Sequence[str]) -> None:
     """ConfigError naming every option `meter` does not take: a typo must not fall back silently."""
-    from ..errors import reject_unknown
-
-    reject_unknown(f"{meter} meter", options, accepted, "it")
-
-
-#: how a true/false option may be written (command line, ini, KEY=VALUE)
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
+    values.reject_unknown(f"{meter} meter", options, accepted, "it")
 
 
 def bool_option(meter: str, options: Mapping[str, Any], name: str, default: bool) -> bool:
-    """A true/false meter option (a bool, or one of TRUE_WORDS / FALSE_WORDS)."""
-    raw = options.get(name, default)
-    text = str(raw).strip().lower()
-    if text in TRUE_WORDS or text in FALSE_WORDS:
-        return text in TRUE_WORDS
-    from ..errors import ConfigError
-
-    raise ConfigError(f"{meter} meter option {name} must be true or false, got {raw!r}")
+    """A true/false meter option (a bool, or one of values.TRUE_WORDS / FALSE_WORDS)."""
+    return values.bool_option(f"{meter} meter", options, name, default)
 
 
 def number_option(meter: str, options: Mapping[str, Any], name: str, default: float, positive: bool = False) -> float:
-    """A finite number option, >= 0 (> 0 with `positive`); NaN is refused too, since a NaN
-    window never closes."""
-    from ..errors import ConfigError
-
-    raw = options.get(name, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{meter} meter option {name} must be a number, got {raw!r}") from None
-    if not (0 < value if positive else 0 <= value) or not value < math.inf:
-        kind = "positive" if positive else "non-negative"
-        raise ConfigError(f"{meter} meter option {name} must be a finite {kind} number, got {raw!r}")
-    return value
+    """A finite number meter option, >= 0 (> 0 with `positive`)."""
+    return values.number_option(f"{meter} meter", options, name, default, positive)

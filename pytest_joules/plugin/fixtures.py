@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
+from ..measure.measurement import DRY_RUN
 from . import marker as _marker
 
 if TYPE_CHECKING:
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
     from .session import JoulesSession
 
 SKIP_REASON = "energy test: run with `pytest --joules` (add --joules-engine trtllm|hf to measure a real GPU)"
-#: how a dry run (a meter that reads no energy) is named in skips, the header and the summary
-DRY_RUN = "dry run: no energy read"
 
 
 def _session(config: pytest.Config) -> JoulesSession:
@@ -78,7 +77,7 @@ class Joules:
         pytest.fail(f"{nodeid}: {problem}", pytrace=False)  # outside `except`: no chained traceback
 
     def measure(self, **overrides: Any) -> Measurement:
-        from ..store import results
+        from ..store.record import ResultRecord
         from ..errors import ConfigError, EngineUnavailable, InvalidMeasurement, WorkloadMismatch
         from ..measure.path import measure
 
@@ -102,7 +101,7 @@ class Joules:
         tolerance = overrides.pop("tolerance", spec.tolerance if spec else None)
         model_tolerance = overrides.pop("model_tolerance", spec.model_tolerance if spec else None)
         workload = self.workload(**overrides)
-        engine, meter = state.devices()
+        engine, meter = state.devices.get()
         self._check_fits(workload, engine)
         base = state.test_key(self._request.node)  # the node id, or one independent of the rootdir
         key = base
@@ -117,7 +116,7 @@ class Joules:
                         "used; its baseline would overwrite the first: give each measurement its own name",
                         pytrace=False)
         self._keys.add(key)
-        rule = state.rounds_rule(key, workload, tolerance) if rounds == "auto" else None
+        rule = state.judging.rounds_rule(key, workload, tolerance) if rounds == "auto" else None
         problem = None
         try:
             m = measure(engine, meter, workload, rounds=3 if rule else rounds, rule=rule,
@@ -127,10 +126,10 @@ class Joules:
             problem = str(exc)
         if problem is not None:
             pytest.fail(f"{nodeid}: {problem}", pytrace=False)
-        failures, extra = state.judge(m, key, tolerance, model_tolerance)
-        record = results.measurement_to_dict(m)
-        record.update(extra, nodeid=nodeid, test=self._request.node.name, label=label)
-        state.add(record)
+        judged = state.judging.judge(m, key, tolerance, model_tolerance)
+        failures = judged.failures
+        state.recording.add(ResultRecord.from_measurement(
+            m, **judged.record_fields(), nodeid=nodeid, test=self._request.node.name, label=label))
         self._junit_properties(m, label)
         self.measurements.append(m)
         if failures:
@@ -185,7 +184,7 @@ def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None
     handle = Joules(request, state, spec, point)
     if point is not None:
         # Known at setup: a workload the engine cannot hold is an error of this test's setup.
-        engine, _ = state.devices()
+        engine, _ = state.devices.get()
         handle._check_fits(handle.workload(), engine)
     yield handle
     if spec is not None and not handle.called:
@@ -201,13 +200,13 @@ def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None
 @pytest.fixture(scope="session")
 def joules_engine(request: pytest.FixtureRequest) -> Any:
     """The engine this run is configured for (--joules-engine; the simulated H100 by default)."""
-    return _session(request.config).devices()[0]
+    return _session(request.config).devices.get()[0]
 
 
 @pytest.fixture(scope="session")
 def joules_meter(request: pytest.FixtureRequest) -> Any:
     """The energy meter bound to `joules_engine` (--joules-meter; the engine's default)."""
-    return _session(request.config).devices()[1]
+    return _session(request.config).devices.get()[1]
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +218,7 @@ def trtllm_engine(request: pytest.FixtureRequest) -> Any:
 
     state = _session(request.config)
     if state.options.engine == "trtllm":
-        yield state.devices()[0]
+        yield state.devices.get()[0]
         return
     if not state.options.model:
         pytest.skip("trtllm_engine needs --joules-model (a TensorRT-LLM engine dir or a checkpoint dir)")

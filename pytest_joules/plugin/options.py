@@ -13,6 +13,9 @@ from typing import Any, Callable, Mapping
 
 import pytest
 
+from .. import values
+from ..paths import BASELINES_DIR, RUNS_DIR, nearest_dir, repository_top
+
 #: (flag, kind, help); kind is "flag" (store_true), "value" or "path". The ini key is the flag
 #: without its dashes, with underscores ("joules_engine").
 FLAGS: list[tuple[str, str, str]] = [
@@ -139,8 +142,6 @@ class JoulesOptions:
     def autosave_dir(self) -> Path:
         """`.joules/` beside the baselines directory, so it follows the store's rule (an ini
         file's directory, else the nearest baselines/ up to the repository root)."""
-        from ..store.runs import RUNS_DIR
-
         return self.baselines.parent / RUNS_DIR
     #: baseline keys are test paths relative to this directory instead of node ids (relative to
     #: the rootdir): set when there is no ini file, whose rootdir moves with the invocation directory
@@ -213,12 +214,10 @@ def parse_amount(flag: str, value: Any) -> float:
 def parse_bool(flag: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    from ..meters.base import FALSE_WORDS, TRUE_WORDS  # stdlib-only module: cheap
-
-    text = str(value).strip().lower()
-    if text in TRUE_WORDS or text in FALSE_WORDS:
-        return text in TRUE_WORDS
-    raise _fail(flag, value, "give true or false")
+    truth = values.truth(value)
+    if truth is None:
+        raise _fail(flag, value, "give true or false")
+    return truth
 
 
 def parse_name(flag: str, value: Any) -> str:
@@ -231,21 +230,19 @@ def parse_name(flag: str, value: Any) -> str:
 def parse_meter_options(flag: str, items: Any) -> dict[str, Any]:
     """`KEY=VALUE` items (repeated flag or ini lines) -> the meter's options dict."""
     from ..errors import ConfigError
-    from ..meters.base import parse_options
 
     try:
-        return parse_options([str(i) for i in items], flag)
+        return values.key_values(items, flag)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
 def parse_engine_options(flag: str, items: Any) -> dict[str, Any]:
     """`KEY=VALUE` items (repeated flag or ini lines) -> the engine's options dict."""
-    from ..engines.base import parse_engine_options as parse
     from ..errors import ConfigError
 
     try:
-        return parse([str(i) for i in items], flag)
+        return values.key_values(items, flag, example="slowdown=1.1")
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -364,10 +361,6 @@ def from_config(config: pytest.Config) -> JoulesOptions:
     return JoulesOptions(**values)
 
 
-#: what marks the top of a repository, where the search for a default store stops
-REPOSITORY_MARKERS = (".git", ".hg", ".svn")
-
-
 def default_baselines(rootdir: Path, has_ini: bool) -> Path:
     """The store when no --joules-baselines (or ini key) says where.
 
@@ -377,16 +370,10 @@ def default_baselines(rootdir: Path, has_ini: bool) -> Path:
     existing `baselines/` from rootdir up to the repository root is taken, and with none there a
     new store goes to the repository root (rootdir outside a repository).
     """
-    if has_ini:
-        return rootdir / "baselines"
-    chain = [rootdir, *rootdir.parents]
-    top = next((d for d in chain if any(os.path.exists(d / m) for m in REPOSITORY_MARKERS)), None)
+    top = None if has_ini else repository_top(rootdir)
     if top is None:
-        return rootdir / "baselines"
-    for directory in chain[: chain.index(top) + 1]:
-        if (directory / "baselines").is_dir():
-            return directory / "baselines"
-    return top / "baselines"
+        return rootdir / BASELINES_DIR
+    return nearest_dir(rootdir, BASELINES_DIR) or top / BASELINES_DIR
 
 
 def check_baselines(path: Path, given_as: str) -> None:

@@ -38,6 +38,7 @@ from ..errors import DataError
 from .footprint import Footprint
 from .footprint import from_dict as footprint_from_dict
 from ..measure.measurement import Measurement
+from ..store.record import ResultRecord
 from ..store.results import ResultRow, ResultsFile
 
 GAB_UNIT = "J/output-token"
@@ -142,12 +143,12 @@ def _export_rows(items: Iterable[Measurement | ResultRow | ExportRow]) -> list[E
     return out
 
 
-def rows_from_records(records: Iterable[Mapping[str, Any]], footprint: Footprint | None = None) -> list[ExportRow]:
-    """ExportRows from the plugin's per-measurement dicts (`results.measurement_to_dict` + extras)."""
+def rows_from_records(records: Iterable[ResultRecord], footprint: Footprint | None = None) -> list[ExportRow]:
+    """ExportRows from the plugin's records."""
     from ..store.results import row_from_dict
 
     source = Path("<pytest session>")
-    return [_from_result(row_from_dict(source, i, dict(r)), bool(r.get("simulated"))).with_footprint(footprint)
+    return [_from_result(row_from_dict(source, i, r.to_dict()), r.simulated).with_footprint(footprint)
             for i, r in enumerate(records)]
 
 

@@ -16,6 +16,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.record import ResultRecord
+    from .facts import Summary
 
 #: the suggested number of points (`joules calibrate --points`)
 POINTS = 8
@@ -42,19 +47,19 @@ def _span(values: Sequence[int]) -> tuple[int, int]:
     return low, high
 
 
-def _measured(records: Sequence[dict[str, Any]], warmup: int) -> list[Any]:
+def _measured(records: Sequence[ResultRecord], warmup: int) -> list[Any]:
     """The session's valid measurements as the design sees them (calibrate.Measured)."""
     from ..models.design import Measured
 
     out = []
     for r in records:
-        rounds = [x for x in r.get("rounds") or [] if isinstance(x, dict)]
-        run_s, j = r.get("seconds"), r.get("j_per_out_token")
+        rounds = [x for x in r.rounds if isinstance(x, dict)]
+        run_s, j = r.seconds, r.j_per_out_token
         if not rounds or not isinstance(run_s, (int, float)) or not isinstance(j, (int, float)) or run_s <= 0 or j <= 0:
             continue
         reps = sum(int(x.get("reps") or 1) for x in rounds)
         windows = sum(float(x.get("seconds") or 0.0) for x in rounds)
-        out.append(Measured(int(r["n_in"]), int(r["n_out"]), float(j), (), float(run_s), warmup + reps, len(rounds),
+        out.append(Measured(int(r.n_in), int(r.n_out), float(j), (), float(run_s), warmup + reps, len(rounds),
                             windows + warmup * float(run_s)))
     return out
 
@@ -105,20 +110,20 @@ def estimate_seconds(measured: list[Any], grid: list[tuple[int, int]], requests:
         return None
 
 
-def suggest(options: Any, records: Sequence[dict[str, Any]], model_path: Path) -> Suggestion | None:
+def suggest(options: Any, records: Sequence[ResultRecord], model_path: Path) -> Suggestion | None:
     """The calibrate command for the session's engine and device, or None without a valid measurement."""
     from ..models import design as calibrate
 
-    valid = [r for r in records if r.get("j_per_out_token") and r.get("n_in") and r.get("n_out") and not r.get("dry_run")]
+    valid = [r for r in records if r.j_per_out_token and r.n_in and r.n_out]
     if not valid:
         return None
-    batchings = Counter((r.get("requests") or 1, r.get("max_batch_size")) for r in valid)
+    batchings = Counter((r.requests or 1, r.max_batch_size) for r in valid)
     (requests, max_batch), _ = batchings.most_common(1)[0]
-    chosen = [r for r in valid if ((r.get("requests") or 1), r.get("max_batch_size")) == (requests, max_batch)]
-    n_in_range, n_out_range = _span([int(r["n_in"]) for r in chosen]), _span([int(r["n_out"]) for r in chosen])
+    chosen = [r for r in valid if ((r.requests or 1), r.max_batch_size) == (requests, max_batch)]
+    n_in_range, n_out_range = _span([int(r.n_in) for r in chosen]), _span([int(r.n_out) for r in chosen])
     first = chosen[0]
-    engine, device = first.get("engine") or {}, first.get("device") or {}
-    simulated = bool(first.get("simulated"))
+    engine, device = first.engine, first.device
+    simulated = first.simulated
 
     args = ["joules", "calibrate", "--engine", options.engine]
     model = options.model or engine.get("model")
@@ -161,18 +166,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def no_model_lines(state: Any, records: Sequence[dict[str, Any]]) -> list[Any]:
+def no_model_lines(state: Summary, records: Sequence[ResultRecord]) -> list[Any]:
     """The summary's lines where no fitted model lies beside the baselines: what to run to make one."""
     from rich.text import Text
 
     from ..errors import JoulesError
-    from ..store.fingerprint import fingerprint
-
-    if records and all(r.get("j_per_out_token") is None for r in records):
+    if not records or all(r.j_per_out_token is None for r in records) or state.model_file is None:
         return []  # a dry run read no energy: no model can be fitted from this meter, say nothing
-    first = records[0] if records else {}
-    fp = fingerprint(first.get("engine") or {}, first.get("device") or {}, bool(first.get("simulated")))
-    path = state.store.model_path_for(fp)
+    path = state.model_file
     try:
         s = suggest(state.options, records, _relative(path))
     except (JoulesError, ValueError, ArithmeticError) as exc:  # a hint must not break the summary: say why there is none

@@ -18,10 +18,12 @@ from rich.text import Text
 
 from ..judge import verdict as V
 from ..store.fingerprint import describe, fingerprint
+from .facts import Summary
 from .names import break_name
 
 if TYPE_CHECKING:
-    from ..plugin.session import JoulesSession
+    from ..store.record import ResultRecord
+
 
 STYLES = {
     V.PASS: "green",
@@ -62,47 +64,42 @@ def _num(value: Any, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
-def _verdict(r: dict[str, Any]) -> dict[str, Any]:
-    return r.get("verdict") or {}
+def _status(r: ResultRecord) -> str:
+    return r.status or "—"
 
 
-def _status(r: dict[str, Any]) -> str:
-    return _verdict(r).get("status") or "—"
-
-
-def _label(r: dict[str, Any]) -> str:
+def _label(r: ResultRecord) -> str:
     """The test's name without the grid id: n_in and n_out have their own columns."""
-    name = str(r.get("test") or r.get("name") or "?")
-    grid = f"n_in={r.get('n_in')}-n_out={r.get('n_out')}"
+    name = str(r.test or r.name or "?")
+    grid = f"n_in={r.n_in}-n_out={r.n_out}"
     name = name.replace(f"[{grid}]", "").replace(f"[{grid}-", "[").replace(f"-{grid}]", "]").replace(f"-{grid}-", "-")
-    key, nodeid = r.get("key") or "", r.get("nodeid") or ""
-    if r.get("label"):  # a second measurement of the test, named as its key names it
-        name += "::" + r["label"]
-    elif "label" not in r and nodeid and key.startswith(nodeid + "::"):
+    key, nodeid = r.key or "", r.nodeid or ""
+    if r.label:  # a second measurement of the test, named as its key names it
+        name += "::" + r.label
+    elif r.label is None and nodeid and key.startswith(nodeid + "::"):
         name += "::" + key[len(nodeid) + 2:]
     return name
 
 
-def _delta(r: dict[str, Any]) -> Text:
-    v = _verdict(r)
-    delta = v.get("delta")
+def _delta(r: ResultRecord) -> Text:
+    delta = r.verdict.delta if r.verdict else None
     if delta is None:
         return Text("—", style="dim")
     text = "±0.0%" if abs(delta) < 0.0005 else f"{delta:+.1%}"
-    return Text(text, style=STYLES.get(v.get("status", ""), ""))
+    return Text(text, style=STYLES.get(r.status or "", ""))
 
 
-def _model_error(r: dict[str, Any]) -> str:
-    err = r.get("model_error")
+def _model_error(r: ResultRecord) -> str:
+    err = r.model_error
     if err is None:
         return "—"
-    return f"{err:.1%}" + ("*" if r.get("extrapolated") else "")
+    return f"{err:.1%}" + ("*" if r.extrapolated else "")
 
 
-def _verdict_cell(r: dict[str, Any]) -> Text:
+def _verdict_cell(r: ResultRecord) -> Text:
     status = _status(r)
     text = Text(status, style=STYLES.get(status, ""))
-    if r.get("baseline_updated"):
+    if r.baseline_updated:
         text.append(" ✓saved", style="cyan")
     return text
 
@@ -111,7 +108,7 @@ def _verdict_cell(r: dict[str, Any]) -> Text:
 DROP_ORDER = ("tok/J", "avg W", "spread", "reqs", "rounds", "vs model")
 
 
-def _columns(records: list[dict[str, Any]], width: int) -> tuple[list[tuple[str, str, int]], int]:
+def _columns(records: list[ResultRecord], width: int) -> tuple[list[tuple[str, str, int]], int]:
     """The columns that fit `width` beside the longest test name, and the room left for names."""
     shown = [c for c in COLUMNS if width >= c[2]]
     # room for each test's own name; a "::label" of a second measurement may go on a line of its own
@@ -124,7 +121,7 @@ def _columns(records: list[dict[str, Any]], width: int) -> tuple[list[tuple[str,
     return shown, max(room, 12)
 
 
-def _figures_width(records: list[dict[str, Any]], shown: list[tuple[str, str, int]]) -> int:
+def _figures_width(records: list[ResultRecord], shown: list[tuple[str, str, int]]) -> int:
     """Cells taken by every column but the name's, with the two spaces between columns."""
     from rich.cells import cell_len
 
@@ -133,31 +130,31 @@ def _figures_width(records: list[dict[str, Any]], shown: list[tuple[str, str, in
     return sum(widths) + 2 * len(widths) + 2  # +2: the table's edge
 
 
-def _cells(r: dict[str, Any]) -> dict[str, Any]:
+def _cells(r: ResultRecord) -> dict[str, Any]:
     return {
         "test": Text(_label(r)),
-        "n_in": str(r.get("n_in")),
-        "n_out": str(r.get("n_out")),
-        "reqs": str(r.get("requests")),
-        "J/tok": _num(r.get("j_per_out_token"), ".4g") + (HOST_BOUND_MARK if r.get("host_bound") else ""),
-        "tok/J": _num(r.get("tokens_per_joule"), ".4g"),
-        "avg W": _num(r.get("avg_watts"), ".0f"),
-        "rounds": str(len(r.get("rounds") or [])),
-        "spread": _num(r.get("spread"), ".1%"),
+        "n_in": str(r.n_in),
+        "n_out": str(r.n_out),
+        "reqs": str(r.requests),
+        "J/tok": _num(r.j_per_out_token, ".4g") + (HOST_BOUND_MARK if r.host_bound else ""),
+        "tok/J": _num(r.tokens_per_joule, ".4g"),
+        "avg W": _num(r.avg_watts, ".0f"),
+        "rounds": str(len(r.rounds)),
+        "spread": _num(r.spread, ".1%"),
         "vs base": _delta(r),
         "vs model": _model_error(r),
         "verdict": _verdict_cell(r),
     }
 
 
-def measurements_table(records: list[dict[str, Any]], width: int) -> Table:
+def measurements_table(records: list[ResultRecord], width: int) -> Table:
     first = records[0]
-    simulated = any(r.get("simulated") for r in records)
+    simulated = any(r.simulated for r in records)
     title = "pytest-joules: energy per output token" + (" — SIMULATED device" if simulated else "")
-    fp = fingerprint(first.get("engine") or {}, first.get("device") or {}, bool(first.get("simulated")))
+    fp = fingerprint(first.engine, first.device, first.simulated)
     shown, room = _columns(records, width)
     # ids, names and paths are the user's: Text, never markup ("[/bold]" in an id is no tag)
-    table = Table(title=title, title_justify="left", caption=Text(describe(fp) + f" · meter {first.get('meter')}"),
+    table = Table(title=title, title_justify="left", caption=Text(describe(fp) + f" · meter {first.meter}"),
                   caption_justify="left", title_style="bold red" if simulated else "bold", box=box.SIMPLE_HEAD, collapse_padding=True,
                   pad_edge=False, header_style="bold")
     for header, justify, _ in shown:
@@ -181,7 +178,7 @@ def _shown_path(path: Any) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _lines(title: str, records: Iterable[dict[str, Any]], style: str, render: Any) -> list[Text]:
+def _lines(title: str, records: Iterable[ResultRecord], style: str, render: Any) -> list[Text]:
     items = list(records)
     if not items:
         return []
@@ -190,38 +187,37 @@ def _lines(title: str, records: Iterable[dict[str, Any]], style: str, render: An
     return out
 
 
-def _change(r: dict[str, Any]) -> str:
-    v = _verdict(r)
-    return (f"{r.get('key')}: baseline {v.get('baseline'):.6g}, now {v.get('current'):.6g} J/out-token, "
-            f"delta {v.get('delta'):+.2%}, tolerance {v.get('tolerance'):.2%}")
+def _change(r: ResultRecord) -> str:
+    v = r.verdict
+    assert v is not None and v.baseline is not None and v.current is not None and v.delta is not None
+    return (f"{r.key}: baseline {v.baseline:.6g}, now {v.current:.6g} J/out-token, "
+            f"delta {v.delta:+.2%}, tolerance {v.tolerance or 0:.2%}")
 
 
-def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity: int) -> list[Text]:
+def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -> list[Text]:
     lines: list[Text] = []
-    model = state.report_model()
+    model = state.model
     if model is not None:
-        mape, count = state.mape()
+        mape, count = state.mape, state.mape_points
         text = Text(f"model {model.name} ({_shown_path(state.model_path)}): ")
         text.append("session MAPE " + (f"{mape:.2%} over {count} measurements" if mape is not None else "— (no prediction in range)"))
         if state.options.model_tolerance is not None:
-            ok = state.model_check() is None
+            ok = state.model_check is None
             text.append(f", tolerance {state.options.model_tolerance:.2%}: ")
             text.append("ok" if ok else "FAILED", style="bold green" if ok else "bold red")
-        if any(r.get("extrapolated") for r in records):
+        if any(r.extrapolated for r in records):
             text.append("  (* outside the fitted range, not in the MAPE)", style="dim")
         lines.append(text)
     else:
         from .suggest import no_model_lines
 
         lines += no_model_lines(state, records)  # the `joules calibrate` command, with its estimated time
-    from ..plugin.session import other_batching
-
     fitted_at, skipped = other_batching(records)
     if skipped:
         tests = "test uses other batching and was" if skipped == 1 else "tests use other batching and were"
         lines.append(Text(f"model fitted at {fitted_at}; {skipped} {tests} not compared "
                           "(— in the model column)", style="yellow"))
-    failing = state.model_check()
+    failing = state.model_check
     if failing:
         lines.append(Text(failing, style="bold red"))
     if state.json_error:
@@ -243,36 +239,36 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
     by = lambda *s: [r for r in records if _status(r) in s]  # noqa: E731
     dry = by(V.DRY_RUN)
     if dry:
-        from ..plugin.fixtures import DRY_RUN
+        from ..measure.measurement import DRY_RUN
 
-        meters = ", ".join(sorted({str(r.get("meter")) for r in dry}))
+        meters = ", ".join(sorted({str(r.meter) for r in dry}))
         lines.append(Text(f"{DRY_RUN} (meter {meters}): {len(dry)} measurement(s) checked their token counts only; "
                           "their tests were skipped", style="yellow"))
     # a regression is not listed here: its test failed, and the failure says it once, verdict first
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
-                    lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}")
+                    lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}")
     lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow",
-                    lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}"
-                    + (f" (stopped: {r['rounds_stopped']})" if r.get("rounds_stopped") else ""))
-    host_bound = [r for r in records if r.get("host_bound")]
+                    lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}"
+                    + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else ""))
+    host_bound = [r for r in records if r.host_bound]
     if host_bound:
         from ..measure.measurement import HOST_BOUND_FIX
 
         lines += _lines(f"{HOST_BOUND_MARK} host-bound: {HOST_BOUND_FIX}", host_bound, "yellow",
-                        lambda r: f"{r.get('key')}: GPU busy {r['gpu_util']:.0%} of the window")
+                        lambda r: f"{r.key}: GPU busy {r.gpu_util or 0:.0%} of the window")
     if verbosity >= 0:
         lines += _lines("improvements", by(V.IMPROVED), "bold green", _change)
         lines += _lines("new (no baseline yet; record with --joules-update-baselines)",
-                        (r for r in by(V.NEW) if not r.get("baseline_updated")), "cyan",
-                        lambda r: f"{r.get('key')}" + (f": {r['baseline_note']}" if r.get("baseline_note") else ""))
-        lines += _lines(f"baselines saved to {_shown_path(state.options.baselines)}", (r for r in records if r.get("baseline_updated")),
-                        "cyan", lambda r: f"{r.get('key')}")
+                        (r for r in by(V.NEW) if not r.baseline_updated), "cyan",
+                        lambda r: f"{r.key}" + (f": {r.baseline_note}" if r.baseline_note else ""))
+        lines += _lines(f"baselines saved to {_shown_path(state.options.baselines)}", (r for r in records if r.baseline_updated),
+                        "cyan", lambda r: f"{r.key}")
     lines += _lines("baselines not saved: the test failed (fix it, then record again)",
-                    (r for r in records if r.get("baseline_not_saved")), "bold yellow", lambda r: f"{r.get('key')}")
+                    (r for r in records if r.baseline_not_saved), "bold yellow", lambda r: f"{r.key}")
     return lines
 
 
-def footprint_lines(footprint: Any, records: list[dict[str, Any]], verbosity: int) -> list[Text]:
+def footprint_lines(footprint: Any, records: list[ResultRecord], verbosity: int) -> list[Text]:
     """Carbon and cost per 1,000 output tokens, with the stated inputs (only when they are given):
     the session's range, and each test's figures at -v."""
     if not footprint:
@@ -285,7 +281,7 @@ def footprint_lines(footprint: Any, records: list[dict[str, Any]], verbosity: in
     def figures(j: float | None) -> list[float | None]:
         return [footprint.gco2e_per_1k(j), footprint.cost_per_1k(j)]
 
-    js = [r.get("j_per_out_token") for r in records if r.get("j_per_out_token") is not None]
+    js = [r.j_per_out_token for r in records if r.j_per_out_token is not None]
     if not js:
         return [Text(f"footprint ({footprint.describe()}): no valid measurement to convert", style="dim")]
     parts = []
@@ -297,16 +293,16 @@ def footprint_lines(footprint: Any, records: list[dict[str, Any]], verbosity: in
                   + ", ".join(parts) + (f" over {len(js)} measurements" if len(js) > 1 else ""))]
     if verbosity >= 1:
         for r in records:
-            g, c = figures(r.get("j_per_out_token"))
+            g, c = figures(r.j_per_out_token)
             shown = ", ".join(x for x in (g is not None and f"{g:.3g} gCO2e", c is not None and f"cost {c:.3g}") if x)
-            lines.append(Text(f"  {r.get('key') or r.get('name')}: {shown or '—'}"))
+            lines.append(Text(f"  {r.key or r.name}: {shown or '—'}"))
     return lines
 
 
-def _store_lines(state: JoulesSession, records: list[dict[str, Any]]) -> list[Text]:
+def _store_lines(state: Summary, records: list[ResultRecord]) -> list[Text]:
     """What happened to the baseline store as a whole: errors, replaced files, a store made anew."""
     lines = [Text(error, style="bold red") for error in state.baseline_errors]
-    saved = {r.get("key") for r in records if r.get("baseline_updated")}
+    saved = {r.key for r in records if r.baseline_updated}
     for r in state.replaced:
         dropped = [k for k in r["old_keys"] if k not in saved]
         text = (f"replaced {_shown_path(r['path'])}, recorded on another device or engine "
@@ -326,33 +322,18 @@ def _store_lines(state: JoulesSession, records: list[dict[str, Any]]) -> list[Te
     return lines
 
 
-def one_line(state: JoulesSession, records: list[dict[str, Any]]) -> str:
+def one_line(state: Summary, records: list[ResultRecord]) -> str:
     counts: dict[str, int] = {}
     for r in records:
         counts[_status(r)] = counts.get(_status(r), 0) + 1
     parts = [f"{n} {s}" for s, n in sorted(counts.items())]
-    mape, _ = state.mape()
+    mape = state.mape
     if mape is not None:
         parts.append(f"model MAPE {mape:.2%}")
     return f"joules: {len(records)} measured: " + ", ".join(parts)
 
 
-def _intervals(state: JoulesSession, model: Any) -> dict[str, Any]:
-    """The model's bootstrap replicates saved in its file (`joules calibrate`, `joules fit --save`),
-    for the sweet spots' intervals; {} when the file has none or they cannot be read."""
-    if not state.model_path:
-        return {}
-    from ..errors import DataError
-    from ..models.uncertainty import load
-
-    try:
-        found = load(state.model_path)
-    except DataError:
-        return {}
-    return {model.name: found[model.name]} if model.name in found else {}
-
-
-def render(state: JoulesSession, width: int, markup: bool, verbosity: int) -> str:
+def render(state: Summary, width: int, markup: bool, verbosity: int) -> str:
     """The summary as text (ANSI-coloured when `markup`)."""
     records = list(state.records)
     out = io.StringIO()
@@ -364,14 +345,14 @@ def render(state: JoulesSession, width: int, markup: bool, verbosity: int) -> st
         console.print(Text(one_line(state, records)))
         return out.getvalue()
     console.print(measurements_table(records, width))
-    model = state.report_model()
+    model = state.model
     if model is not None and verbosity >= 0:
         from .models import sweet_spot_table
 
-        n_ins = sorted({int(r["n_in"]) for r in records if r.get("n_in")})
+        n_ins = sorted({int(r.n_in) for r in records if r.n_in})
         console.print()
         console.print(sweet_spot_table([model], n_ins, title=f"Sweet spots ({model.name} model): n_out* minimizes J/out-token",
-                                       uncertainties=_intervals(state, model)))
+                                       uncertainties=state.intervals))
     console.print()
     for line in session_lines(state, records, verbosity):
         # on a terminal, sentences wrap between words (the terminal would cut them anywhere);
@@ -380,12 +361,18 @@ def render(state: JoulesSession, width: int, markup: bool, verbosity: int) -> st
     return out.getvalue()
 
 
-def write_summary(terminalreporter: Any, state: JoulesSession) -> None:
+def write_summary(terminalreporter: Any, state: Summary) -> None:
     tw = getattr(terminalreporter, "_tw", None)
     width = getattr(tw, "fullwidth", 100)
     markup = bool(getattr(tw, "hasmarkup", False))
     verbosity = terminalreporter.config.get_verbosity() if hasattr(terminalreporter.config, "get_verbosity") else terminalreporter.config.option.verbose
     text = render(state, width, markup, verbosity)
     if text:
-        terminalreporter.write_sep("=", "joules" + (" (SIMULATED)" if any(r.get("simulated") for r in state.records) else ""))
+        terminalreporter.write_sep("=", "joules" + (" (SIMULATED)" if state.simulated else ""))
         terminalreporter.write(text)
+
+
+def other_batching(records: list[ResultRecord]) -> tuple[str | None, int]:
+    """The model's batching and how many measurements were not compared because theirs differs."""
+    skipped = [r.model_batching for r in records if r.model_batching]
+    return (skipped[0] if skipped else None), len(skipped)

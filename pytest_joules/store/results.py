@@ -33,85 +33,16 @@ from typing import Any, Iterable
 
 from .. import __version__
 from ..errors import DataError
-from ..measure.measurement import Measurement, Round
-from ..judge.verdict import Verdict
+from ..measure.measurement import Measurement
+from .record import ResultRecord
 from ..engines.workload import Workload
 
 SCHEMA = "pytest-joules/results/1"
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def round_to_dict(r: Round) -> dict[str, Any]:
-    return {
-        "joules": _clean(r.joules),
-        "seconds": _clean(r.seconds),
-        "reps": r.reps,
-        "output_tokens": r.output_tokens,
-        "input_tokens": r.input_tokens,
-        "valid": r.valid,
-        "problems": list(r.problems),
-        "phases": {k: _clean(v) for k, v in r.phases.items()},
-        "info": r.info,
-    }
-
-
-def verdict_to_dict(v: Verdict | None) -> dict[str, Any] | None:
-    if v is None:
-        return None
-    return {
-        "status": v.status,
-        "current": _clean(v.current),
-        "baseline": _clean(v.baseline),
-        "delta": _clean(v.delta),
-        "tolerance": v.tolerance,
-        "detail": v.detail,
-        "ci_low": _clean(v.ci_low),
-        "ci_high": _clean(v.ci_high),
-        "p_value": _clean(v.p_value),
-        "resolution": _clean(v.resolution),
-        "method": v.method,
-    }
-
-
 def measurement_to_dict(m: Measurement) -> dict[str, Any]:
-    w = m.workload
-    return {
-        "name": m.name or w.label(),
-        "n_in": w.n_in,
-        "n_out": w.n_out,
-        "requests": w.requests,
-        "max_batch_size": w.max_batch_size,
-        "seed": w.seed,
-        "j_per_out_token": _clean(m.j_per_out_token),
-        "tokens_per_joule": _clean(m.tokens_per_joule),
-        "joules": _clean(m.joules),
-        "seconds": _clean(m.seconds),
-        "avg_watts": _clean(m.avg_watts),
-        "spread": _clean(m.spread),
-        "gpu_util": _clean(m.gpu_util),
-        "host_bound": m.host_bound,
-        "rounds_stopped": m.stopped or None,
-        "confidence": m.confidence,
-        "valid": m.valid,
-        "problems": m.problems,
-        "rounds": [round_to_dict(r) for r in m.rounds],
-        "baseline": _clean(m.baseline),
-        "baseline_rounds": m.baseline_rounds,
-        "prediction": _clean(m.prediction),
-        "model": m.model_name,
-        "model_error": _clean(m.model_error),
-        "verdict": verdict_to_dict(m.verdict),
-        "engine": m.engine,
-        "device": m.device,
-        "meter": m.meter,
-        "simulated": m.simulated,
-    }
+    """One result of the schema (a `ResultRecord` without a test's fields)."""
+    return ResultRecord.from_measurement(m).to_dict()
 
 
 def results_document(measurements: Iterable[Measurement], models: list[dict[str, Any]] | None = None,

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..paths import RUNS_DIR, nearest_dir
 
-RUNS_DIR = ".joules"
 _NAME = re.compile(r"^(\d{4,})_[^/]*\.json$")
 _SPEC = re.compile(r"^(?:(\d+)|last(?:~(\d+))?)$")
 
@@ -37,15 +37,7 @@ class SavedRun:
 
 def find_storage(start: Path | None = None) -> Path | None:
     """The nearest existing `.joules/` from `start` (the working directory) up to the repository root."""
-    from ..plugin.options import REPOSITORY_MARKERS
-
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        if (directory / RUNS_DIR).is_dir():
-            return directory / RUNS_DIR
-        if any(os.path.exists(directory / m) for m in REPOSITORY_MARKERS):
-            return None
-    return None
+    return nearest_dir((start or Path.cwd()).resolve(), RUNS_DIR)
 
 
 def list_runs(storage: Path) -> list[SavedRun]:

@@ -1,0 +1,42 @@
+"""What the end-of-run summary shows, as a plain value: gathered by the session
+(`plugin.recording.Recording.summary`), rendered by `report.summary` without reading a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models.analytical import FittedModel
+    from ..store.record import ResultRecord
+    from ..store.runs import SavedRun
+
+
+@dataclass
+class Summary:
+    """Everything the summary shows, gathered by the session (`Recording.summary`): rendering it
+    reads no file. `options` is the session's `JoulesOptions`."""
+
+    records: list[ResultRecord]
+    options: Any
+    model: FittedModel | None = None
+    model_path: str | None = None
+    #: bootstrap replicates of `model` (its sweet spots' intervals); {} when its file has none
+    intervals: dict[str, Any] = field(default_factory=dict)
+    mape: float | None = None
+    mape_points: int = 0
+    model_check: str | None = None
+    #: where a fitted model for this device is kept (the `joules calibrate` hint names it)
+    model_file: Path | None = None
+    json_error: str | None = None
+    export_errors: list[str] = field(default_factory=list)
+    step_summary: str | None = None
+    saved_run: SavedRun | None = None
+    baseline_errors: list[str] = field(default_factory=list)
+    replaced: list[dict[str, Any]] = field(default_factory=list)
+    store_existed: bool = True
+
+    @property
+    def simulated(self) -> bool:
+        return any(r.simulated for r in self.records)
