@@ -98,6 +98,27 @@ def test_imports_run_down():
     assert not up, "imports running up the layers (move the code, or list the import in ALLOWED_UP with its reason):\n  " + "\n  ".join(sorted(up))
 
 
+def test_the_package_imports_no_old_path():
+    """The 0.1 module paths (pytest_joules/_aliases.py) are for users' code: inside the package an
+    import through one would hide which layer it reaches."""
+    from pytest_joules._aliases import MOVED
+
+    old = []
+    for module, path in modules().items():
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                full = ".".join(p for p in (base, node.module or "") if p)
+                for name in [full] + [f"{full}.{a.name}".lstrip(".") for a in node.names]:
+                    if name in MOVED and module != "_aliases":
+                        old.append(f"{module}: {name} (now {MOVED[name]})")
+    assert not old, "imports of 0.1 module paths inside the package:\n  " + "\n  ".join(old)
+
+
 def test_no_import_cycles():
     g = graph()
     state: dict[str, int] = {}

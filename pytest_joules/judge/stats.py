@@ -77,7 +77,7 @@ def quantile(sorted_values: Sequence[float], q: float) -> float:
 
 def _binom_half_cdf(n: int, k: int) -> float:
     """P(Binomial(n, 1/2) <= k), exactly."""
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return float(sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def median_ci(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float] | None:

@@ -30,6 +30,7 @@ test runs and differs 40-fold between an optimised engine and eager transformers
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -135,7 +136,7 @@ def half_width(values: Sequence[float], confidence: float = stats.DEFAULT_CONFID
     if len(values) < 2:
         return math.inf
     logs = [math.log(v) for v in values]
-    sd = stats.statistics.stdev(logs)
+    sd = statistics.stdev(logs)
     if sd == 0:
         return 0.0
     from scipy import stats as _st  # lazy, like stats.py

@@ -384,7 +384,7 @@ def _arrays(points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Non-negative least squares; `a`'s columns are already scaled to unit norm."""
     z, _ = nnls(a, b, maxiter=50 * a.shape[1])
-    return z
+    return np.asarray(z, dtype=float)
 
 
 def _loo_residuals(a: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, int]:

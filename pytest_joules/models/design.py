@@ -214,7 +214,7 @@ def gains(name: str, grid: Sequence[tuple[int, int]], estimate: np.ndarray,
     inv = np.linalg.inv(a.T @ a + RIDGE * np.eye(rows.shape[1]))
     cross = rows @ inv @ rows.T  # a_zᵀ M⁻¹ a_c
     reduction = (cross ** 2).sum(axis=0) / (1.0 + np.diag(cross))
-    return reduction / np.trace(cross)
+    return np.asarray(reduction / np.trace(cross), dtype=float)
 
 
 def check_points(name: str, points: int | None) -> None:
@@ -322,8 +322,8 @@ def run(plan: Plan, source: Source, on_step: Callable[[Step], None] | None = Non
                 out.stopped = f"no candidate fits the {remaining:.0f} s left of the budget"
                 break
         # a number of points: the most informative one; a budget: the most information per second
-        per = (lambda c: predicted[c]) if plan.budget_s is not None else (lambda c: 1.0)
-        best = max(left, key=lambda c: g[index[c]] / per(c))
+        by_time = plan.budget_s is not None
+        best = max(left, key=lambda c: g[index[c]] / (predicted[c] if by_time else 1.0))
         take(best, "design", predicted[best], float(g[index[best]]))
     if len({(m.n_in, m.n_out) for m in out.measured}) < p + 1:
         raise ConfigError(

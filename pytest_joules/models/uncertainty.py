@@ -171,7 +171,7 @@ def _leverage(name: str, model: FittedModel, n: np.ndarray, m: np.ndarray, y: np
         return np.zeros(len(y))
     q = q / np.linalg.norm(q, axis=0)
     pinv = np.linalg.pinv(q.T @ q)
-    return np.clip(np.einsum("ij,jk,ik->i", q, pinv, q), 0.0, 1.0 - 1e-6)
+    return np.asarray(np.clip(np.einsum("ij,jk,ik->i", q, pinv, q), 0.0, 1.0 - 1e-6), dtype=float)
 
 
 def bootstrap(model: FittedModel, points: Sequence[Point], replicates: int = DEFAULT_REPLICATES,
@@ -224,7 +224,7 @@ def _refit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
     z, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * a.shape[1])
-    return z / scale
+    return np.asarray(z / scale, dtype=float)
 
 
 # -- model files ----------------------------------------------------------------------------------

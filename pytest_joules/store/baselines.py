@@ -42,7 +42,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, TypeGuard
 
 from ..errors import DataError
 from .fingerprint import device_slug, differences, engine_stem
@@ -58,6 +58,7 @@ GITIGNORE = (
     "# change replaced (kept for you to compare; not baselines)\n"
     ".*.tmp\n"
     "*.bak\n"
+    ".joules.lock\n"
 )
 
 #: staged entries are written at the end of the session, and meanwhile at most this often (so a
@@ -129,7 +130,7 @@ def _short(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _positive(x: Any) -> bool:
+def _positive(x: Any) -> TypeGuard[float]:
     return finite_number(x) and x > 0
 
 
@@ -154,7 +155,8 @@ def _entry(path: Path, key: str, item: Any) -> Entry:
     if not isinstance(item, dict):
         raise DataError(f"{where}: expected an object; {FIX}")
     workload = item.get("workload")
-    _workload(where, workload)
+    _workload(where, workload)  # a dict of a valid workload, or DataError
+    assert isinstance(workload, dict)
     rounds = item.get("rounds")
     if not isinstance(rounds, list) or not rounds or not all(_positive(r) for r in rounds):
         raise DataError(f"{where}: 'rounds' must be a non-empty list of positive J/output-token values; {FIX}")
@@ -197,29 +199,29 @@ def parse_file(path: Path, data: Any) -> tuple[dict[str, Any], dict[str, Entry]]
     return fp, {key: _entry(path, key, item) for key, item in entries.items()}
 
 
+#: the lock file of a store directory (and of `.joules/`), held across read-merge-write
+LOCK_NAME = ".joules.lock"
+#: how long a writer waits for another process's lock before saying which file holds it
+LOCK_TIMEOUT_S = 120.0
+
+
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on the directory, held across read-merge-write (no lock files left behind)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: a lock file beside the baselines
-        import msvcrt
+    """An exclusive lock on the directory, held across read-merge-write, through `filelock` (an OS
+    lock on `.joules.lock`: released by the OS if the process dies, so a stale file never blocks)."""
+    from filelock import FileLock, Timeout
 
-        with open(directory / ".joules.lock", "a+b") as fh:
-            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)  # retries for ~10 s
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fd = os.open(directory, os.O_RDONLY)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock.acquire()
+    except Timeout:
+        raise DataError(f"{directory / LOCK_NAME}: another pytest-joules process has held this store's lock for "
+                        f"{LOCK_TIMEOUT_S:.0f} s; let it finish (or stop it) and run again") from None
+    try:
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()
 
 
 def _remove_stale_temps(target: Path) -> list[Path]:
@@ -401,11 +403,13 @@ class BaselineStore:
             parsed = parse_file(path, data) if existed else None  # raises on a corrupted file: never overwrite it
             replaced = None
             if parsed is not None and parsed[0] == fp:
+                assert isinstance(data, dict)  # parse_file accepted it
                 entries: dict[str, Any] = dict(data["entries"])
                 known = dict(parsed[1])
             else:
                 entries, known = {}, {}
                 if parsed is not None:
+                    assert isinstance(data, dict)
                     backup = target.with_name(target.name + ".bak")
                     shutil.copyfile(target, backup)
                     replaced = Replaced(str(path), str(backup), sorted(data["entries"]), differences(parsed[0], fp))
