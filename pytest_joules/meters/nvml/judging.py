@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ...errors import InvalidMeasurement
-from .api import GPU_IS_LOST, NOT_FOUND, RESET_REQUIRED, SPOILING_REASONS, NvmlCallError, decode_throttle_reasons
+from .api import (GPU_IS_LOST, NOT_FOUND, RESET_REQUIRED, SPOILING_REASONS, NvmlCallError,
+                  decode_throttle_reasons)
 from .options import GpuEnergy, MeteredGpu, NvmlOptions
 
 

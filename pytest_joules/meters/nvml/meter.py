@@ -54,7 +54,8 @@ class NvmlMeter:
             raise MeterUnavailable("the nvml meter was closed")
         self._stuck = None
         for gpu in self._gpus:
-            gpu.start = {"temperature_c": self._judge.soft(self._api.temperature_c, gpu), "others": self._judge.others(gpu)}
+            gpu.start = {"temperature_c": self._judge.soft(self._api.temperature_c, gpu),
+                         "others": self._judge.others(gpu)}
             gpu.util_mark = self._judge.util_mark(gpu)
         for gpu in self._sampled():  # before the tick wait: the samples must span the window
             gpu.sampler = PowerSampler(lambda g=gpu: self._api.power_mw(g.handle) / 1000.0,
