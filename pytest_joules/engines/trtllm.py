@@ -27,12 +27,15 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from .workload import EngineRun, Workload
 from .base import DeviceRef, EngineSpec, reject_unknown_options
 from .prompts import random_prompts
+
+if TYPE_CHECKING:
+    from ..meters.base import GpuSurvey
 
 #: NVIDIA's own install command (https://nvidia.github.io/TensorRT-LLM/installation/linux.html,
 #: the 1.2-era page), pinned: PyPI's tensorrt-llm is a wheel stub that downloads the real wheel
@@ -612,8 +615,16 @@ def create(spec: EngineSpec) -> TrtllmEngine:
     return build(spec)
 
 
-def probe() -> tuple[bool, str]:
-    """For `joules doctor`: installed, which version, engine dirs supported? (no import)"""
+def probe(*, gpus: GpuSurvey | None = None) -> tuple[bool, str]:
+    """For `joules doctor`: installed, and with the GPU survey (`gpus`), a GPU to run on?"""
+    usable, reason = package_status()
+    if usable and gpus is not None and not gpus.usable:
+        return False, f"{reason}, but no GPU is usable here ({gpus.reason})"
+    return usable, reason
+
+
+def package_status() -> tuple[bool, str]:
+    """Installed, which version, engine dirs supported? (package metadata: no import)"""
     from importlib import metadata
 
     try:

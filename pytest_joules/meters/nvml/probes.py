@@ -1,19 +1,29 @@
-"""`joules doctor`'s look at NVML: whether it works here, why not, and each GPU it sees."""
+"""`joules doctor`'s look at NVML: whether it works here, why not, and each GPU it sees (the GPU
+survey, pytest_joules/probes.py), which is also the nvml meter's own doctor line."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from ...errors import MeterUnavailable
+from ..base import GpuSurvey
 from .api import NOT_SUPPORTED, NvmlApi, NvmlCallError, open_api, quiet_shutdown
 
 
-def probe(api_factory: Callable[[], Any] = NvmlApi) -> tuple[bool, str, list[dict[str, Any]]]:
-    """For `joules doctor`: whether NVML works, why not, and each GPU it sees."""
+def probe(api_factory: Callable[[], Any] = NvmlApi, *, gpus: GpuSurvey | None = None) -> GpuSurvey:
+    """For `joules doctor`: whether NVML works, why not, and each GPU it sees. The meter is usable
+    exactly when a GPU can be metered: given the survey doctor already took (`gpus`), its line is
+    that survey's; alone, it takes one."""
+    if gpus is not None:
+        return gpus
+    return _survey(api_factory)
+
+
+def _survey(api_factory: Callable[[], Any]) -> GpuSurvey:
     try:
         api = open_api(api_factory)
     except MeterUnavailable as exc:
-        return False, str(exc), []
+        return GpuSurvey(False, str(exc), [])
     gpus: list[dict[str, Any]] = []
     try:
         for i in range(api.device_count()):
@@ -42,12 +52,12 @@ def probe(api_factory: Callable[[], Any] = NvmlApi) -> tuple[bool, str, list[dic
                 entry.update(usable=False, reason=str(exc))
             gpus.append(entry)
     except NvmlCallError as exc:
-        return False, f"NVML failed: {exc}", gpus
+        return GpuSurvey(False, f"NVML failed: {exc}", gpus)
     finally:
         quiet_shutdown(api)
     if not gpus:
-        return False, "NVML works but sees no GPU", gpus
+        return GpuSurvey(False, "NVML works but sees no GPU", gpus)
     usable = [g for g in gpus if g.get("usable")]
     if not usable:
-        return False, "no GPU here can be metered (see the GPU lines)", gpus
-    return True, f"{len(usable)} of {len(gpus)} GPU(s) can be metered", gpus
+        return GpuSurvey(False, "no GPU here can be metered (see the GPU lines)", gpus)
+    return GpuSurvey(True, f"{len(usable)} of {len(gpus)} GPU(s) can be metered", gpus)
