@@ -85,7 +85,7 @@ def test_require_unknown_name_is_one_error_line(capsys, no_gpu):
 def test_trtllm_installed_without_gpu_is_unusable(capsys, no_gpu, monkeypatch):
     from pytest_joules.engines import trtllm
 
-    monkeypatch.setattr(trtllm, "probe", lambda: (True, "tensorrt-llm 1.2.1: engine dirs and checkpoints"))
+    monkeypatch.setattr(trtllm, "package_status", lambda: (True, "tensorrt-llm 1.2.1: engine dirs and checkpoints"))
     _, out, _ = doctor(capsys)
     line = next(line for line in out.splitlines() if line.split()[:1] == ["trtllm"])
     assert "unusable" in line and "no GPU is usable here" in line
@@ -122,3 +122,24 @@ def test_third_party_engines_with_and_without_probes(capsys, no_gpu, monkeypatch
     assert "unusable" in lines["vllm"] and "localhost:8000 is down" in lines["vllm"]
     assert "probe failed: RuntimeError: boom" in lines["broken"]
     assert "unknown" in lines["plain"] and "offers no probe" in lines["plain"]
+
+
+def test_a_probe_that_takes_gpus_is_handed_the_one_gpu_survey(capsys, two_gpus, monkeypatch):
+    seen = []
+
+    def probe(*, gpus):
+        seen.append(gpus)
+        return gpus.usable and len(gpus.gpus) == 2, f"sees {len(gpus.gpus)} GPUs ({gpus.reason})"
+
+    module = types.ModuleType("joules_fake_gpu_engine")
+    module.probe = probe
+    monkeypatch.setitem(sys.modules, "joules_fake_gpu_engine", module)
+    plugin = types.SimpleNamespace(joules_engines=hookimpl(lambda: {"gpuonly": _factory_in("joules_fake_gpu_engine")}))
+    registry.register(plugin, name="joules-test-gpu-probe")
+    try:
+        _, out, _ = doctor(capsys)
+    finally:
+        registry.unregister(plugin)
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["gpuonly"])
+    assert "usable" in line and "unusable" not in line and "sees 2 GPUs (1 of 2 GPU(s) can be metered)" in line
+    assert len(seen) == 1 and seen[0].gpus == [H100, MIG]

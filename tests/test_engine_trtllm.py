@@ -1,7 +1,7 @@
 """The trtllm engine's logic against a fake `tensorrt_llm` module injected through sys.modules.
 
 The fake behaves like TensorRT-LLM 1.2 where the engine depends on it (sources cited in
-pytest_joules/engines/trtllm.py): it asserts on a dtype it does not know, takes an engine's
+pytest_joules/engines/trtllm*.py): it asserts on a dtype it does not know, takes an engine's
 parallelism from its config.json, refuses over-long prompts the way each backend does, lowers
 max_tokens to max_seq_len minus the prompt, stamps an unset time as timedelta(0) and the arrival
 time only when the LLM itself was built with return_perf_metrics, and raises RequestError (a

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "values", "paths", "_aliases", "__init__"),
     ("judge",),
     ("engines", "meters", "sim"),
-    ("hookspecs", "builtin", "registry"),
+    ("hookspecs", "builtin", "registry", "probes"),
     ("measure",),
     ("store",),
     ("models",),

@@ -64,6 +64,8 @@ def test_nvml_count_is_zero_without_a_driver(monkeypatch):
         raise OSError("libnvidia-ml.so.1: cannot open shared object file")
 
     fake.nvmlInit = init
+    fake.NVMLError = type("NVMLError", (Exception,), {})
+    fake._nvmlGetFunctionPointer = None  # nvidia-ml-py, not the old fork: the count gets as far as nvmlInit
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     assert workers.nvml_gpu_count() == 0
 

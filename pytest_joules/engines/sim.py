@@ -32,6 +32,11 @@ def _number(options: Mapping[str, Any], key: str, default: float, kind: type) ->
     return number
 
 
+def probe() -> tuple[bool, str]:
+    """For `joules doctor`."""
+    return True, "the SIMULATED H100 (a physical model); always available"
+
+
 class SimEngine:
     kind = "sim"
     simulated = True

@@ -8,7 +8,7 @@ exactly the devices the engine uses (and, for the sim, read the simulated device
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from .. import values
 
@@ -62,6 +62,20 @@ class Meter(Protocol):
 
     def close(self) -> None:
         """Release the meter's resources (NVML handles, sampling threads)."""
+
+
+#: what an engine's or meter's `probe` answers for `joules doctor` (pytest_joules/probes.py):
+#: usable (None: cannot tell) and why, in one line
+ProbeResult = tuple[bool | None, str]
+
+
+class GpuSurvey(NamedTuple):
+    """What NVML sees here, taken once per `joules doctor`: whether a GPU can be metered, why (not),
+    and one dict per GPU. A probe that depends on a GPU takes it as ``probe(gpus=...)``."""
+
+    usable: bool
+    reason: str
+    gpus: list[dict[str, Any]]
 
 
 def parse_options(items: list[str] | None, option: str) -> dict[str, Any]:

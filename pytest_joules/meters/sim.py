@@ -22,6 +22,11 @@ DEFAULT_MIN_WINDOW_S = 1.0
 POLL_S = 0.001
 
 
+def probe() -> tuple[bool, str]:
+    """For `joules doctor`."""
+    return True, "the SIMULATED H100 (a physical model); always available"
+
+
 class SimMeter:
     name = "sim"
 

@@ -6,12 +6,13 @@ CUDA_VISIBLE_DEVICES if set, else every GPU NVML counts), and sets CUDA_VISIBLE_
 before its engine is built. More workers than GPUs is refused. The simulator needs no GPU: each
 worker has its own simulated device.
 
-Stdlib only; NVML is imported only by `nvml_gpu_count`, and only when CUDA_VISIBLE_DEVICES is unset.
+Stdlib only at import time: CUDA_VISIBLE_DEVICES is read and NVML asked through the nvml meter's
+`devices` module, imported when first needed (pynvml only by `nvml_gpu_count`, and only when
+CUDA_VISIBLE_DEVICES is unset).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ConfigError
@@ -31,28 +32,25 @@ def worker_index(worker_id: str) -> int:
 
 def parse_visible(value: str) -> list[str]:
     """CUDA_VISIBLE_DEVICES "2,3,5,7" or "GPU-aa,GPU-bb" -> its entries (blank entries dropped)."""
-    return [part.strip() for part in value.split(",") if part.strip()]
+    from ..meters.nvml.devices import parse_visible
+
+    return parse_visible(value)
 
 
 def nvml_gpu_count() -> int:
     """GPUs NVML sees; 0 when NVML (the driver or nvidia-ml-py) is not available."""
-    try:
-        import pynvml
+    from ..meters.nvml.devices import gpu_count
 
-        pynvml.nvmlInit()
-    except Exception:  # no driver, no library: no GPU to hand out
-        return 0
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    finally:
-        pynvml.nvmlShutdown()
+    return gpu_count()
 
 
 def visible_gpus(environ: Mapping[str, str] | None = None, count: Callable[[], int] = nvml_gpu_count) -> list[str]:
     """The GPUs a worker may take: CUDA_VISIBLE_DEVICES' entries if it is set, else 0..count()-1."""
-    env = os.environ if environ is None else environ
-    if ENV in env:
-        return parse_visible(env[ENV])
+    from ..meters.nvml.devices import visible_devices
+
+    visible = visible_devices(environ)
+    if visible is not None:
+        return visible
     return [str(i) for i in range(count())]
 
 

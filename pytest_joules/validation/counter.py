@@ -4,8 +4,8 @@ tick-aligned nvml window agrees with integrated power samples under a load step.
 The load is bf16 matmuls (8192 x 8192: compute-bound, near the power limit on Hopper). The power
 samples come at 5 ms from `nvmlDeviceGetPowerUsage`, which on Hopper averages the last second:
 their plain integral over the window lags the step and reads low (the H200 gave 8% less than
-the counter); shifted by half the averaging (nvml.shifted_energy) they should agree within a
-few percent. A counter that disagrees with both is the finding.
+the counter); shifted by half the averaging (meters/nvml/sampling.py: shifted_energy) they should
+agree within a few percent. A counter that disagrees with both is the finding.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def check_counter(api: Any, handle: Any, meter: Any, load: Callable[[float], Non
                   tail_s: float = TAIL_S, sample_s: float = SAMPLE_S, power_average_s: float = 1.0) -> CounterCheck:
     """Run the counter checks on one GPU: `api`/`handle` read it through NVML, `meter` is an nvml
     meter of it, `load(seconds)` keeps it busy, `sync()` waits for the GPU."""
-    from ..meters.nvml import PowerSampler, counter_update_period, integrate_between, shifted_energy
+    from ..meters.nvml.sampling import PowerSampler, counter_update_period, integrate_between, shifted_energy
 
     idle_period = counter_update_period(api, handle, period_s)
     busy = _in_thread(lambda: load(period_s + 0.5))

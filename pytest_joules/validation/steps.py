@@ -84,7 +84,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def doctor(out: Path) -> Step:
-    from ..cli.doctor import collect
+    from ..probes import collect
 
     step = Step("doctor", "joules doctor")
     checks = collect()
