@@ -48,7 +48,7 @@ class DcgmOptions:
     lag_s: float | None = None
     poll_s: float | None = None  # default: a twentieth of the interval, within [0.005, 0.25] s
     timeout_s: float = 5.0
-    max_bound: float = fleet.DEFAULT_MAX_BOUND
+    max_bound: float | None = None
     tick_timeout_s: float | None = None
 
     @classmethod

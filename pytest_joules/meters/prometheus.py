@@ -45,7 +45,7 @@ class PromOptions:
     lag_s: float | None = None
     poll_s: float = 0.1
     timeout_s: float = 5.0
-    max_bound: float = fleet.DEFAULT_MAX_BOUND
+    max_bound: float | None = None
     tick_timeout_s: float | None = None
     collection_interval_s: float | None = None
 
