@@ -242,4 +242,4 @@ def test_a_window_shorter_than_the_refresh_interval_is_refused(cluster):
     meter = build(exporters, interval_s=5, lag_s=0, tick_timeout_s=2)
     reading, _ = work(meter, profile, 0.05)
     assert not reading.valid
-    assert "window is shorter than 1 refresh interval(s) (5 s at 5 s each), too short to measure" in reading.problems[0]
+    assert "window is shorter than 2 refresh interval(s) (10 s at 5 s each), too short to measure" in reading.problems[0]

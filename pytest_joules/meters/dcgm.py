@@ -9,9 +9,10 @@ default), so, as the nvml meter does with its counter's 0.1 s steps, each window
 refresh of every exporter and closes on the refresh after the work plus one more (to measure the
 idle tail's power). The published value also lags the hardware (DCGM samples the counter on its
 own schedule): both edges first wait `lag_s` (default one interval) idle, so the lag falls into
-idle time at both edges and cancels. The interval is measured when the meter is built (two
-refreshes); windows shorter than an interval, or whose quantisation bound exceeds `max_bound` of
-their energy, are refused; the default min_window_s is WINDOW_INTERVALS intervals.
+idle time at both edges and cancels. The interval is measured when the meter is built (three
+refreshes); windows shorter than MIN_INTERVALS intervals are refused (and, with option max_bound,
+those whose worst-case quantisation bound exceeds that share of their energy); the default
+min_window_s is WINDOW_INTERVALS intervals.
 """
 
 from __future__ import annotations

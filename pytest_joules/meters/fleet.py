@@ -32,7 +32,7 @@ METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 WINDOW_INTERVALS = 10
 #: a window shorter than this many refresh intervals is refused: below it the error against a
 #: known profile exceeded 2% (docs/fleet.md, benchmarks/fleet_windows.py)
-MIN_INTERVALS = 1
+MIN_INTERVALS = 2
 
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 
