@@ -247,11 +247,14 @@ def missing_gpus(meter: str, expected: list[Gpu], seen: Mapping[str, set[str]]) 
     `seen` maps each edge's name ("start", "end", ...) to the UUIDs (or labels) present there."""
     out: list[str] = []
     want = {g.uuid or g.label: g for g in expected}
+    told: set[str] = set()  # each GPU once, at the first edge it was missing or new at
     for edge, keys in seen.items():
-        for key in sorted(set(want) - keys):
+        for key in sorted(set(want) - keys - told):
+            told.add(key)
             out.append(f"{meter} meter: GPU {want[key].label} ({key}) vanished at the {edge} of the window "
                        f"({want[key].source}); round discarded; if it is gone for good, narrow option match")
-        for key in sorted(keys - set(want)):
+        for key in sorted(keys - set(want) - told):
+            told.add(key)
             out.append(f"{meter} meter: GPU {key} appeared at the {edge} of the window, outside the GPU set "
                        "the meter was built with; round discarded; restart the run to meter the new set")
-    return list(dict.fromkeys(out))
+    return out

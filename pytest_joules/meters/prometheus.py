@@ -155,7 +155,8 @@ class PrometheusMeter:
             if self._clock() > deadline:
                 late = [want[k].label for k in want if k not in found]
                 ages = [now - series[k][1][-1][0] for k in want if k not in found and series.get(k, (0, []))[1]]
-                age = f"newest sample {max(ages):.1f} s old" if ages else "no samples"
+                age = "no samples" if not ages else (f"newest sample {max(ages):.1f} s old" if max(ages) > 2 * self.interval_s
+                                                     else "sampled, but the value does not change: the exporter is stuck")
                 raise _Stale(
                     f"prometheus meter: {', '.join(late)}: no new counter value for {self.tick_timeout_s:g} s {where} "
                     f"({age}; scrape interval {self.interval_s:g} s): stale or vanished series; check that "
