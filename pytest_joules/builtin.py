@@ -35,4 +35,6 @@ def joules_meters() -> dict[str, Callable[..., Any]]:
         "nvml": _lazy("pytest_joules.meters.nvml"),
         "rapl": _lazy("pytest_joules.meters.rapl"),
         "none": _lazy("pytest_joules.meters.none"),
+        "dcgm": _lazy("pytest_joules.meters.dcgm"),
+        "prometheus": _lazy("pytest_joules.meters.prometheus"),
     }

@@ -72,9 +72,17 @@ def test_unknown_engine_is_a_usage_error_listing_the_known_ones(proj):
 
 def test_unknown_meter_is_a_usage_error(proj):
     proj.makepyfile(ONE_TEST)
-    result = proj.runpytest("--joules", "--joules-meter", "dcgm")
+    result = proj.runpytest("--joules", "--joules-meter", "ipmi")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown meter 'dcgm'*known meters:*nvml*"])
+    result.stderr.fnmatch_lines(["*unknown meter 'ipmi'*known meters:*dcgm*nvml*prometheus*"])
+
+
+def test_the_dcgm_meter_without_exporters_fails_the_tests_naming_the_option(proj):
+    proj.makepyfile(ONE_TEST)
+    result = proj.runpytest("--joules", "--joules-meter", "dcgm")
+    result.assert_outcomes(passed=1, errors=1)  # the test without the `joules` fixture runs
+    result.stdout.fnmatch_lines(["*meter 'dcgm': the dcgm meter needs the exporters to read: --joules-meter-option "
+                                 "exporters=http://HOST:9400/metrics*"])
 
 
 @pytest.mark.parametrize(

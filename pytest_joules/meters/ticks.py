@@ -99,7 +99,8 @@ class AlignedReading:
     head_s: float = 0.0  # work start - start.time: idle time between the opening tick and the work
 
 
-def settle(start: Tick, work_end: float, end: Tick, after: Tick, *, work_start: float | None = None) -> AlignedReading:
+def settle(start: Tick, work_end: float, end: Tick, after: Tick, *, work_start: float | None = None,
+           idle_edges: bool = False) -> AlignedReading:
     """The energy of the work between `start` and `work_end`, from the ticks around it.
 
     ``tail_rate = (after.value - end.value) / (after.time - end.time)`` is the power of the tick
@@ -119,6 +120,10 @@ def settle(start: Tick, work_end: float, end: Tick, after: Tick, *, work_start: 
       after.latency_s)`` and ``period = after.time - end.time``: the error of the measured rate,
       whose interval is off by up to L.
 
+    With `idle_edges` the caller guarantees that the device idled through the opening tick's
+    uncertainty (it waited at least `start.latency_s` after the previous work), so that term uses
+    the idle rate alone (the fleet meters, whose ticks are uncertain by a whole refresh interval).
+
     The counter's own resolution (1 mJ for NVML) and a tail whose power differs from the tick
     after it are not in the bound.
     """
@@ -134,6 +139,7 @@ def settle(start: Tick, work_end: float, end: Tick, after: Tick, *, work_start: 
     work_rate = abs(delta) / seconds if seconds > 0 else 0.0
     late = max(end.latency_s, after.latency_s)
     rate_error = rate * late / (period - late) if period > late else rate
-    bound = start.latency_s * max(rate, work_rate) + end.latency_s * rate + (tail_s + head_s) * rate_error
+    head_rate = rate if idle_edges else max(rate, work_rate)
+    bound = start.latency_s * head_rate + end.latency_s * rate + (tail_s + head_s) * rate_error
     return AlignedReading(delta=delta, seconds=seconds, raw_delta=raw, tail_s=tail_s, tail_rate=tail_rate,
                           bound=bound, head_s=head_s)

@@ -21,6 +21,9 @@ DEVICE_FIELDS: dict[str, tuple[str, ...]] = {
     "gpu_count": ("gpu_count", "count"),
     # CPU meters (rapl) report no GPU: the CPU model keys their baselines instead
     "cpu": ("cpu",),
+    # the fleet meters (dcgm, prometheus): a hash of the metered GPUs' UUIDs, and their hosts
+    "gpu_set": ("gpu_set",),
+    "host_count": ("host_count",),
 }
 ENGINE_FIELDS = ("kind", "version", "model", "dtype", "runtime")
 
