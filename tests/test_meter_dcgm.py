@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from pytest_joules import registry
 from pytest_joules.errors import ConfigError, MeterUnavailable
-from pytest_joules.fingerprint import differences, fingerprint
+from pytest_joules.store.fingerprint import differences, fingerprint
 from pytest_joules.measure import measure
 from pytest_joules.meters import dcgm, exposition
 from pytest_joules.meters.base import MeterSpec
 from pytest_joules.meters.fleet import Selector
-from pytest_joules.results import measurement_to_dict
-from pytest_joules.workload import EngineRun, Workload
+from pytest_joules.store.results import measurement_to_dict
+from pytest_joules.engines.workload import EngineRun, Workload
 
 from .fleet_fake import fleet, work
 
