@@ -46,7 +46,7 @@ def _change(value: float | None, ref: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..store.history import read_runs, trend
+    from ..store.runs import read_runs, trend
 
     storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{storage} holds no saved runs; save some with `pytest --joules --joules-autosave`")
     series = trend(files, args.test)
     if args.plot:
-        from ..report.trend import save_trend
+        from ..report.plot import save_trend
 
         save_trend(args.plot, series)  # before printing: a missing matplotlib fails without half an output
     for s in series:

@@ -24,7 +24,7 @@ def _commit(commit: str | None, dirty: bool | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..store.history import read_runs, summarize
+    from ..store.runs import read_runs, summarize
 
     storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))

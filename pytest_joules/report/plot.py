@@ -1,14 +1,15 @@
-"""A PNG of the measurements and the fitted models (matplotlib, imported only when called)."""
+"""PNG plots (matplotlib, imported only when called): the measurements and the fitted models
+(`joules fit|sweep --plot`), and tests' J/output-token across saved runs (`joules history --plot`)."""
 
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..models.analytical import FittedModel, Point, tokens_per_joule_grid
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .heatmap import coarsen
 
 
@@ -138,3 +139,30 @@ def _draw_curves(ax, points: Sequence[Point], models: Sequence[FittedModel]) -> 
         handles.append(Line2D([], [], color="black" if model is drawn else "none", linestyle="-",
                               label=f"{model.name}: LOO MAPE {loo:.2%} ({shown})"))
     ax.legend(handles=handles, fontsize=8, loc="best")
+
+
+def save_trend(path: str | os.PathLike[str], series: Sequence[Any]) -> None:
+    """One line per series over the run ids (`history.Series`)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib, which is not installed: pip install 'pytest-joules[plot]'") from None
+    runs = sorted({p.run for s in series for p in s.points})
+    fig = Figure(figsize=(10, 5), layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas directly: no pyplot, no global backend
+    ax = fig.add_subplot()
+    for s in series:
+        xs = [runs.index(p.run) for p in s.points if p.j_per_out_token is not None]
+        ys = [p.j_per_out_token for p in s.points if p.j_per_out_token is not None]
+        ax.plot(xs, ys, marker="o", label=f"{s.name} (n_in={s.n_in}, n_out={s.n_out}, requests={s.requests})")
+    ax.set_xticks(range(len(runs)), runs)
+    ax.set_xlabel("saved run")
+    ax.set_ylabel("J per output token")
+    simulated = any(s.simulated for s in series)
+    ax.set_title("Energy per output token across runs" + (" (SIMULATED device)" if simulated else ""))
+    ax.legend(fontsize="small")
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise DataError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None

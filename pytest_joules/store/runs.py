@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from ..paths import RUNS_DIR, nearest_dir
+from .results import ResultsFile, read_results
 
 _NAME = re.compile(r"^(\d{4,})_[^/]*\.json$")
 _SPEC = re.compile(r"^(?:(\d+)|last(?:~(\d+))?)$")
@@ -135,3 +136,100 @@ def storage_from(args: Any) -> Path | None:
                             "`pytest --joules --joules-autosave` writes")
         return path
     return find_storage()
+
+
+# -- the saved runs read back: one line per run (`joules list`), one test's trend (`joules history`)
+
+
+@dataclass
+class RunSummary:
+    """What `joules list` shows of one saved run."""
+
+    run: SavedRun
+    created: str | None
+    commit: str | None
+    dirty: bool | None
+    host: str | None
+    device: str
+    simulated: bool
+    tests: int
+    statuses: dict[str, int]
+
+
+@dataclass
+class Point:
+    """One test's reading in one run."""
+
+    run: str
+    created: str | None
+    commit: str | None
+    dirty: bool | None
+    j_per_out_token: float | None
+    verdict: str | None
+
+
+@dataclass
+class Series:
+    """One test at one workload across the saved runs, oldest first."""
+
+    name: str
+    n_in: int
+    n_out: int
+    requests: int
+    max_batch_size: int | None
+    simulated: bool
+    points: list[Point] = field(default_factory=list)
+
+
+def read_runs(saved: list[SavedRun]) -> tuple[list[tuple[SavedRun, ResultsFile]], list[str]]:
+    """Each saved run read back; a file that cannot be read is left out with a note (one bad file
+    must not hide the rest of the history)."""
+    files, notes = [], []
+    for run in saved:
+        try:
+            files.append((run, read_results(run.path)))
+        except DataError as exc:
+            notes.append(f"run {run.id} left out: {exc}")
+    return files, notes
+
+
+def _git(results: ResultsFile) -> dict[str, Any]:
+    git = results.machine.get("git")
+    return git if isinstance(git, dict) else {}
+
+
+def summarize(run: SavedRun, results: ResultsFile) -> RunSummary:
+    statuses: dict[str, int] = {}
+    for row in results.rows:
+        verdict = row.raw.get("verdict")
+        status = verdict.get("status") if isinstance(verdict, dict) else None
+        if status:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+    git = _git(results)
+    device = str(results.device.get("gpu") or results.device.get("name") or "?")
+    return RunSummary(run, results.created, git.get("commit"), git.get("dirty"), results.machine.get("host"),
+                      device, results.simulated, len(results.rows), statuses)
+
+
+def trend(files: list[tuple[SavedRun, ResultsFile]], test: str) -> list[Series]:
+    """The series of every test named `test` (exactly, else every name containing it)."""
+    names = {row.name for _, results in files for row in results.rows}
+    wanted = {test} if test in names else {n for n in names if test in n}
+    if not wanted:
+        shown = ", ".join(sorted(names)[:5]) + (f", … ({len(names) - 5} more)" if len(names) > 5 else "")
+        raise DataError(f"no saved run has a test named or containing {test!r}"
+                        + (f"; tests seen: {shown}" if names else ""))
+    series: dict[tuple[Any, ...], Series] = {}
+    for run, results in files:
+        git = _git(results)
+        for row in results.rows:
+            if row.name not in wanted:
+                continue
+            w = row.workload
+            key = (row.name, w.n_in, w.n_out, w.requests, w.max_batch_size)
+            s = series.setdefault(key, Series(row.name, w.n_in, w.n_out, w.requests, w.max_batch_size, False))
+            s.simulated = s.simulated or results.simulated
+            verdict = row.raw.get("verdict")
+            s.points.append(Point(run.id, results.created, git.get("commit"), git.get("dirty"), row.j_per_out_token,
+                                  verdict.get("status") if isinstance(verdict, dict) else None))
+    return [series[k] for k in sorted(series, key=lambda k: (k[0], k[1], k[2], k[3], k[4] or 0))]
