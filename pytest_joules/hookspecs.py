@@ -30,8 +30,10 @@ def joules_engines() -> dict[str, Callable[..., Any]]:
     Factories should import their heavy dependencies inside the call, not at module import,
     so listing engines stays cheap.
     """
+    raise NotImplementedError  # a hook specification: pluggy calls the implementations, never this
 
 
 @hookspec
 def joules_meters() -> dict[str, Callable[..., Any]]:
     """Return ``{name: factory}``; ``factory(spec: MeterSpec, engine: Engine) -> Meter``."""
+    raise NotImplementedError  # a hook specification: pluggy calls the implementations, never this

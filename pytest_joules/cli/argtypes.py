@@ -31,7 +31,7 @@ def requests(text: str) -> int:
     """A number of requests per workload, at most workload.MAX_REQUESTS (the reason in the error)."""
     from ..engines.workload import requests_problem
 
-    value = positive_int(text)
+    value = int(positive_int(text))
     problem = requests_problem(value)
     if problem:
         raise argparse.ArgumentTypeError(problem)

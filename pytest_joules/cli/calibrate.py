@@ -1,6 +1,6 @@
 """`joules calibrate`: a fitted energy model, with its uncertainty, from a handful of chosen points.
 
-Chooses which (n_in, n_out) to measure (calibrate.py: a pilot, then the sequential I-optimal
+Chooses which (n_in, n_out) to measure (design.py: a pilot, then the sequential I-optimal
 design), measures them through `measure.measure` like the plugin and `joules sweep` do, fits the
 model, bootstraps its uncertainty (uncertainty.py) and saves both where the plugin reads them.
 `--replay RESULTS.json` answers from a results file's measured points instead of an engine.
@@ -132,7 +132,7 @@ class Setup:
 
 
 def _live(args: argparse.Namespace) -> Setup:
-    from ..models import design as calibrate, sources as calibrate_sources
+    from ..models import design, sources
     from .. import registry
     from ..engines.base import EngineSpec
     from ..meters.base import MeterSpec, parse_options
@@ -145,11 +145,12 @@ def _live(args: argparse.Namespace) -> Setup:
     warmup = 1 if args.warmup is None else args.warmup
     n_in_range = args.n_in_range or DEFAULT_RANGE
     n_out_range = args.n_out_range or DEFAULT_RANGE
-    count = args.levels or calibrate.GRID_LEVELS
+    count = args.levels or design.GRID_LEVELS
     spec = EngineSpec(name=args.engine, model=args.model, gpu=args.gpu, dtype=args.dtype, options=options)
     engine = registry.make_engine(spec)
     try:
-        grid = calibrate.candidate_grid(calibrate.levels(*n_in_range, count), calibrate.levels(*n_out_range, count),
+        grid = design.candidate_grid(design.levels(n_in_range[0], n_in_range[1], count),
+                                     design.levels(n_out_range[0], n_out_range[1], count),
                                         engine.max_positions)
         meter_options = parse_options(args.meter_option or [], "--meter-option")
         meter = registry.make_meter(MeterSpec(args.meter or engine.default_meter, meter_options), engine)
@@ -157,7 +158,7 @@ def _live(args: argparse.Namespace) -> Setup:
         engine.close()
         raise
     kept: list[Any] = []
-    source = calibrate_sources.live(
+    source = sources.live(
         engine, meter, requests=requests, max_batch_size=args.max_batch_size, seed=options["seed"], warmup=warmup,
         rounds=args.rounds, tolerance=args.tolerance, max_seconds=args.max_seconds, min_window_s=args.min_window_s,
         keep=kept)
@@ -172,7 +173,7 @@ def _live(args: argparse.Namespace) -> Setup:
 
 
 def _replay(args: argparse.Namespace) -> Setup:
-    from ..models import analytical, sources as calibrate_sources
+    from ..models import analytical, sources
     from ..models.analytical import Point
     from ..models.points import batching_of
     from ..store.results import read_results
@@ -192,7 +193,7 @@ def _replay(args: argparse.Namespace) -> Setup:
         raise DataError(f"{args.replay}: its points mix requests/max_batch_size values; a model holds one batching: "
                         "replay a file of one setting")
     rows = [r for r in results.rows if _in_ranges(r.workload.n_in, r.workload.n_out, args)]
-    source, grid = calibrate_sources.replay(rows, warmup=1, path=args.replay)
+    source, grid = sources.replay(rows, warmup=1, path=args.replay)
     need = len(analytical.PARAMETERS[args.fit]) + 1
     if len(grid) < need:
         raise DataError(f"{args.replay}: holds {len(grid)} measured point(s) in the range; the {args.fit} model needs at "
@@ -215,20 +216,20 @@ def _in_ranges(n_in: int, n_out: int, args: argparse.Namespace) -> bool:
 
 # -- running ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from ..models import analytical, design as calibrate, uncertainty
+    from ..models import analytical, design, uncertainty
 
     check_writable("--save", args.save)
     if args.out:
         check_writable("--out", args.out)
     budget_s = args.budget_minutes * 60.0 if args.budget_minutes is not None else None
     points = args.points if args.points is not None or budget_s is not None else DEFAULT_POINTS
-    calibrate.check_points(args.fit, points)  # before an engine loads a model for minutes
+    design.check_points(args.fit, points)  # before an engine loads a model for minutes
     setup = _replay(args) if args.replay else _live(args)
     try:
-        plan = calibrate.Plan(args.fit, setup.grid, setup.requests, warmup=setup.warmup, min_window_s=setup.min_window_s,
+        plan = design.Plan(args.fit, setup.grid, setup.requests, warmup=setup.warmup, min_window_s=setup.min_window_s,
                               rounds=setup.rounds, points=points, budget_s=budget_s)
         progress = _progress(args.json)
-        cal = calibrate.run(plan, setup.source, on_step=progress)
+        cal = design.run(plan, setup.source, on_step=progress)
     finally:
         setup.close()
 

@@ -263,7 +263,7 @@ def _print_table(report: CompareReport) -> None:
                   collapse_padding=True)
     table.add_column("test", overflow="fold", max_width=left)
     for col in figures:
-        table.add_column(col, justify="left" if col == "verdict" else "right", no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(col, justify="left" if col == "verdict" else "right", no_wrap=True)
     current = None
     for (path, sep, test), (_, cells) in zip(files, rows):
         if sep and path != current:
@@ -276,10 +276,10 @@ def _print_table(report: CompareReport) -> None:
     for m in report.matches:
         if m.verdict.status in _EXPLAINED:
             console.print(f"{m.name}: {m.verdict.status}: {m.verdict.detail}", markup=False)
-    for label, rows in (("only in OLD", report.only_old), ("only in NEW", report.only_new)):
-        if rows:
-            console.print(f"{label} ({len(rows)}):", markup=False)
-            for r in rows:
+    for label, unmatched in (("only in OLD", report.only_old), ("only in NEW", report.only_new)):
+        if unmatched:
+            console.print(f"{label} ({len(unmatched)}):", markup=False)
+            for r in unmatched:
                 console.print(f"  {r.name} (n_in={r.workload.n_in}, n_out={r.workload.n_out}, requests={r.workload.requests})", markup=False)
     for note in report.notes:
         console.print(f"note: {note}", markup=False)

@@ -70,7 +70,7 @@ def _spots_json(model: Any, n_in: list[int]) -> dict[str, Any]:
 
 
 def _rows(model: Any, n_in: list[int]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for s in (model.sweet_spot(n) for n in n_in):
         notes = []
         if not model.n_in_range[0] <= s.n_in <= model.n_in_range[1]:

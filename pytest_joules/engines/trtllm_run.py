@@ -88,15 +88,16 @@ def timing_of(timing: Any) -> dict[str, float] | None:
     """A request's prefill_s, decode_s and ttft_s from its timing metrics; None when the
     timestamps it has are out of order (arrival <= scheduled <= first token <= last token)."""
     t = {k: _timestamp(getattr(timing, k, None)) for k in _TIMES}
-    present = [t[k] for k in _TIMES if t[k] is not None]
+    present = [v for v in (t[k] for k in _TIMES) if v is not None]
     if any(later < earlier for earlier, later in zip(present, present[1:])):
         return None
     found: dict[str, float] = {}
     for key, start, end in (("prefill_s", "first_scheduled_time", "first_token_time"),
                             ("decode_s", "first_token_time", "last_token_time"),
                             ("ttft_s", "arrival_time", "first_token_time")):
-        if t[start] is not None and t[end] is not None:
-            found[key] = t[end] - t[start]
+        begin, finish = t[start], t[end]
+        if begin is not None and finish is not None:
+            found[key] = finish - begin
     return found
 
 

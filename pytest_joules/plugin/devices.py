@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from ..errors import ConfigError, EngineUnavailable, MeterUnavailable
-from . import xdist as workers
+from . import xdist
 from .options import JoulesOptions
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Devices:
         from ..meters.base import MeterSpec
 
         name = self.options.engine
-        if self.options.sim_slowdown is not None and name in workers.GPU_ENGINES:
+        if self.options.sim_slowdown is not None and name in xdist.GPU_ENGINES:
             # never simulated: say so before loading a model (its create would only call 'slowdown' unknown)
             raise _CannotBuild(f"--joules-sim-slowdown only applies to simulated engines, not {name!r}", fail=True)
         shared = self._pin_gpu()
@@ -144,14 +144,14 @@ class Devices:
         """
         if self.worker is None or self.options.engine == "sim":
             return None
-        visible = workers.visible_gpus()
+        visible = xdist.visible_gpus()
         if not visible:  # no GPU here at all: nothing to share (a CPU or simulated engine)
             return None
         worker_id, count = self.worker
         try:
-            os.environ[workers.ENV] = workers.assign(worker_id, count, visible)
+            os.environ[xdist.ENV] = xdist.assign(worker_id, count, visible)
         except ConfigError as exc:
-            if self.options.engine in workers.GPU_ENGINES:
+            if self.options.engine in xdist.GPU_ENGINES:
                 raise _CannotBuild(str(exc), fail=True) from None
             return str(exc)
         return None

@@ -119,7 +119,8 @@ class Joules:
         rule = state.judging.rounds_rule(key, workload, tolerance) if rounds == "auto" else None
         problem = None
         try:
-            m = measure(engine, meter, workload, rounds=3 if rule else rounds, rule=rule,
+            fixed = rounds if isinstance(rounds, int) else 3  # `auto`: the rule decides, from at least 3
+            m = measure(engine, meter, workload, rounds=fixed, rule=rule,
                         warmup=opts.warmup if warmup is None else warmup, name=key)
         # ConfigError: a limit only the run checks; EngineUnavailable: an engine's prepare() failed
         except (WorkloadMismatch, InvalidMeasurement, ConfigError, EngineUnavailable) as exc:
@@ -233,6 +234,7 @@ def trtllm_engine(request: pytest.FixtureRequest) -> Any:
         if broken:
             pytest.fail(problem, pytrace=False)
         _unavailable(state, problem)
+    assert engine is not None  # _unavailable skipped or failed the test
     try:
         yield engine
     finally:

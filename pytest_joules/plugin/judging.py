@@ -131,16 +131,16 @@ class Judging:
         from ..store.baselines import FingerprintMismatch
 
         tol = self.options.tolerance if tolerance is None else tolerance
-        budget = dict(tolerance=tol, max_seconds=self.options.max_seconds)
+        precise = stopping.Precise(tolerance=tol, max_seconds=self.options.max_seconds)
         if self.options.update_baselines:
-            return stopping.Precise(**budget)
+            return precise
         try:
             found = self.store.lookup(self.devices.fingerprint, key, workload)
         except (FingerprintMismatch, DataError):  # judged (and reported) after measuring
-            return stopping.Precise(**budget)
+            return precise
         if found.entry is None or found.note or len(found.entry.rounds) < 2:
-            return stopping.Precise(**budget)
-        return stopping.Compare(baseline=list(found.entry.rounds), **budget)
+            return precise
+        return stopping.Compare(tolerance=tol, max_seconds=self.options.max_seconds, baseline=list(found.entry.rounds))
 
     def _compare(self, m: Measurement, tol: float, judged: Judged) -> bool:
         """Judge `m` against its baseline; False when the baseline file cannot be read."""

@@ -288,7 +288,7 @@ def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     try:
         value = config.getini(ini_key(flag))
     except (ValueError, pytest.UsageError) as exc:  # a bool key: pytest's message does not name it
-        problem = str(exc)
+        problem: str | None = str(exc)
     else:
         problem = None
     if problem is not None:  # "invalid truth value 'x'": say it as every other option's error does

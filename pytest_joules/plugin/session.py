@@ -86,7 +86,7 @@ class JoulesSession:
             # xdist: ship this worker's measurements to the controller (see pytest_testnodedown)
             payload = {"records": [r.to_dict() for r in self.recording.records], "model_path": self.judging.model_path,
                        "replaced": self.judging.replaced, "baseline_errors": self.judging.baseline_errors}
-            session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)
+            session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)  # type: ignore[attr-defined]  # set by xdist
             return
         rec = self.recording
         if rec.model_check() and session.exitstatus == pytest.ExitCode.OK:

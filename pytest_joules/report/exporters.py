@@ -236,7 +236,8 @@ def csv_text(runs: Iterable[tuple[str, ResultsFile]], footprint: Footprint | Non
     writer.writerow(CSV_COLUMNS)
     for label, results in runs:
         stated = stated_footprint(results, footprint)
-        git = results.machine.get("git") if isinstance(results.machine.get("git"), Mapping) else {}
+        found = results.machine.get("git")
+        git: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         device = results.device.get("gpu") or results.device.get("name") or ""
         for r in export_rows(results, stated):
             s = r.summary

@@ -73,8 +73,9 @@ def from_dict(data: Any) -> Footprint:
 
     def number(key: str) -> float | None:
         value = data.get(key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-        return float(value) if ok else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value) if math.isfinite(value) and value >= 0 else None
 
     return Footprint(number("grid_intensity_gco2e_per_kwh"), number("price_per_kwh"))
 

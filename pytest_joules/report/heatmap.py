@@ -57,7 +57,7 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if value < 1000 else f"{value:,.0f}"  # 4 significant digits, as every table
 
 
-def heatmap(points: Sequence[Point], title: str = "Tokens per joule") -> Table:
+def heatmap(points: Sequence[Point], title: str | Text = "Tokens per joule") -> Table:
     """n_in rows × n_out columns; each measured cell shows tokens/J on a colour graded by it.
 
     The grading is logarithmic (efficiency spans orders of magnitude across the grid); the best

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from ..models.analytical import PARAMETERS, TERMS, FittedModel
 
@@ -18,7 +19,7 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2%}"
 
 
-def models_table(models: Sequence[FittedModel], title: str = "Fitted energy models") -> Table:
+def models_table(models: Sequence[FittedModel], title: str | Text = "Fitted energy models") -> Table:
     """One row per model: each parameter with the term it multiplies, MAPE, LOO MAPE, range."""
     # min_width: a title wider than the table would wrap onto a second line
     table = Table(title=title, title_justify="left", min_width=cell_len(str(title)))
@@ -62,7 +63,7 @@ def _interval_cell(u: Any, model: FittedModel, n_in: int) -> str:
 
 
 def sweet_spot_table(
-    models: Sequence[FittedModel], n_in_values: Sequence[int], title: str = "Sweet spots",
+    models: Sequence[FittedModel], n_in_values: Sequence[int], title: str | Text = "Sweet spots",
     uncertainties: Mapping[str, Any] | None = None,
 ) -> Table:
     """One row per n_in; per model the optimal n_out, J/out-token and tokens/J there.
@@ -113,7 +114,7 @@ def sweet_spot_table(
         dfs = ", ".join(f"{name} {v.df}" for name, v in with_ci)
         notes.append(f"{u.level:.0%} CI of n_out*: {u.method}, {u.samples.shape[0]} replicates, widened for the "
                      f"residual degrees of freedom ({dfs}); (leaves fit): reaches beyond the measured n_out range")
-    reasons = {m.sweet_spot(n).reason for m in shown for n in n_in_values if m.sweet_spot(n).reason}
+    reasons = {reason for m in shown for n in n_in_values if (reason := m.sweet_spot(n).reason)}
     notes += sorted(reasons)
     if notes:
         table.caption = "\n".join(notes)

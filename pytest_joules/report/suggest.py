@@ -2,7 +2,7 @@
 baselines: for this device, engine and model, covering the session's lengths, with its time
 estimated from the session's own measurements.
 
-The estimate runs the calibration's design (calibrate.py) on predictions instead of
+The estimate runs the calibration's design (design.py) on predictions instead of
 measurements: J/out-token and seconds per run from models fitted to the session's measured
 points (the richest paper form they determine, a constant below 3 distinct points), and each
 point's cost from the measurement structure the session showed (rounds, repetitions, overhead per
@@ -48,7 +48,7 @@ def _span(values: Sequence[int]) -> tuple[int, int]:
 
 
 def _measured(records: Sequence[ResultRecord], warmup: int) -> list[Any]:
-    """The session's valid measurements as the design sees them (calibrate.Measured)."""
+    """The session's valid measurements as the design sees them (design.Measured)."""
     from ..models.design import Measured
 
     out = []
@@ -85,7 +85,7 @@ def estimate_seconds(measured: list[Any], grid: list[tuple[int, int]], requests:
     """Device seconds of a `POINTS`-point calibration over `grid`, forecast from `measured`."""
     import statistics
 
-    from ..models import design as calibrate
+    from ..models import design
     from ..models.analytical import Point
     from ..errors import JoulesError
 
@@ -94,25 +94,25 @@ def estimate_seconds(measured: list[Any], grid: list[tuple[int, int]], requests:
     energy = _model([m.point for m in measured])
     time = _model([Point(m.n_in, m.n_out, m.run_seconds / (requests * m.n_out)) for m in measured])
     overhead = statistics.median(max(0.0, (m.cost_s - m.executions * m.run_seconds) / m.rounds) for m in measured)
-    costs = calibrate.CostModel(time, requests, warmup, float(statistics.median(m.rounds for m in measured)),
+    costs = design.CostModel(time, requests, warmup, float(statistics.median(m.rounds for m in measured)),
                                 min_window_s, overhead)
 
     def predicted(n_in: int, n_out: int) -> Any:
         run = costs.run_seconds(n_in, n_out)
-        return calibrate.Measured(n_in, n_out, max(float(energy.predict(n_in, n_out)), 1e-12), (), run,
+        return design.Measured(n_in, n_out, max(float(energy.predict(n_in, n_out)), 1e-12), (), run,
                                   warmup + round(costs.rounds), round(costs.rounds), costs.cost(n_in, n_out))
 
     try:
-        plan = calibrate.Plan("memflops", grid, requests, warmup=warmup, min_window_s=min_window_s, rounds=None,
+        plan = design.Plan("memflops", grid, requests, warmup=warmup, min_window_s=min_window_s, rounds=None,
                               points=min(POINTS, len(grid)))
-        return calibrate.run(plan, predicted).cost_s
+        return design.run(plan, predicted).cost_s
     except JoulesError:  # a range too narrow for the design: no estimate, the command still stands
         return None
 
 
 def suggest(options: Any, records: Sequence[ResultRecord], model_path: Path) -> Suggestion | None:
     """The calibrate command for the session's engine and device, or None without a valid measurement."""
-    from ..models import design as calibrate
+    from ..models import design
 
     valid = [r for r in records if r.j_per_out_token and r.n_in and r.n_out]
     if not valid:
@@ -148,7 +148,7 @@ def suggest(options: Any, records: Sequence[ResultRecord], model_path: Path) -> 
              "--points", str(POINTS), "--save", str(model_path)]
 
     window = float((options.meter_options or {}).get("min_window_s", 1.0))
-    grid = calibrate.candidate_grid(calibrate.levels(*n_in_range), calibrate.levels(*n_out_range))
+    grid = design.candidate_grid(design.levels(*n_in_range), design.levels(*n_out_range))
     measured = _measured(chosen, options.warmup)
     seconds = estimate_seconds(measured, grid, requests, options.warmup, window)
     note = ""

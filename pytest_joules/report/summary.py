@@ -12,7 +12,7 @@ import io
 from typing import TYPE_CHECKING, Any, Iterable
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -38,7 +38,7 @@ STYLES = {
 }
 
 #: (header, justify, minimum terminal width to show it): narrow terminals lose the derived columns
-COLUMNS = [
+COLUMNS: list[tuple[str, JustifyMethod, int]] = [
     ("test", "left", 0),
     ("n_in", "right", 0),
     ("n_out", "right", 0),
@@ -108,7 +108,7 @@ def _verdict_cell(r: ResultRecord) -> Text:
 DROP_ORDER = ("tok/J", "avg W", "spread", "reqs", "rounds", "vs model")
 
 
-def _columns(records: list[ResultRecord], width: int) -> tuple[list[tuple[str, str, int]], int]:
+def _columns(records: list[ResultRecord], width: int) -> tuple[list[tuple[str, JustifyMethod, int]], int]:
     """The columns that fit `width` beside the longest test name, and the room left for names."""
     shown = [c for c in COLUMNS if width >= c[2]]
     # room for each test's own name; a "::label" of a second measurement may go on a line of its own
@@ -121,7 +121,7 @@ def _columns(records: list[ResultRecord], width: int) -> tuple[list[tuple[str, s
     return shown, max(room, 12)
 
 
-def _figures_width(records: list[ResultRecord], shown: list[tuple[str, str, int]]) -> int:
+def _figures_width(records: list[ResultRecord], shown: list[tuple[str, JustifyMethod, int]]) -> int:
     """Cells taken by every column but the name's, with the two spaces between columns."""
     from rich.cells import cell_len
 
@@ -278,7 +278,7 @@ def footprint_lines(footprint: Any, records: list[ResultRecord], verbosity: int)
         low, high = min(values), max(values)
         return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g} to {high:.3g}"
 
-    def figures(j: float | None) -> list[float | None]:
+    def figures(j: float) -> list[float | None]:
         return [footprint.gco2e_per_1k(j), footprint.cost_per_1k(j)]
 
     js = [r.j_per_out_token for r in records if r.j_per_out_token is not None]
@@ -286,14 +286,14 @@ def footprint_lines(footprint: Any, records: list[ResultRecord], verbosity: int)
         return [Text(f"footprint ({footprint.describe()}): no valid measurement to convert", style="dim")]
     parts = []
     for i, unit in ((0, "gCO2e"), (1, "cost")):
-        values = [figures(j)[i] for j in js]
-        if values[0] is not None:
+        values = [v for v in (figures(j)[i] for j in js) if v is not None]
+        if values:
             parts.append(f"{span(values)} gCO2e" if unit == "gCO2e" else f"cost {span(values)}")
     lines = [Text(f"footprint per 1,000 output tokens at {footprint.describe()} (stated values): "
                   + ", ".join(parts) + (f" over {len(js)} measurements" if len(js) > 1 else ""))]
     if verbosity >= 1:
         for r in records:
-            g, c = figures(r.j_per_out_token)
+            g, c = figures(r.j_per_out_token) if r.j_per_out_token is not None else (None, None)
             shown = ", ".join(x for x in (g is not None and f"{g:.3g} gCO2e", c is not None and f"cost {c:.3g}") if x)
             lines.append(Text(f"  {r.key or r.name}: {shown or '—'}"))
     return lines

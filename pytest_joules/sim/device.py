@@ -218,8 +218,7 @@ class SimDevice:
         profile = self.profile(workload)
         cost = profile.cost
         # The seed picks the noise stream; the prompt seed does not change the work.
-        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size)
-        key = (*key, self._label)
+        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, self._label)
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = _Stream(self.seed, key, self.noise)

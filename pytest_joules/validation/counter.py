@@ -13,7 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
+
+if TYPE_CHECKING:
+    from ..engines.base import Engine
 
 #: seconds of each phase: polling for the update period, the load step, the tail after it
 PERIOD_S = 2.0
@@ -118,7 +121,7 @@ def run(torch: Any) -> CounterCheck:
         def devices(self) -> list:
             return [ref]
 
-    meter = nvml.create(MeterSpec("nvml", {}), _Gpu0())
+    meter = nvml.create(MeterSpec("nvml", {}), cast("Engine", _Gpu0()))
     api = nvml.open_api()
     try:
         handle, _ = nvml.resolve_device(api, ref)

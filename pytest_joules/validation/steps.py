@@ -340,7 +340,8 @@ def rerun(plan: Plan, budget: Budget, out: Path, cap_s: float, runner: Runner = 
             break
     step.data = {"sessions": sessions, "tests": [list(t) for t in plan.tests], "max_seconds": plan.max_seconds}
     if not step.note:
-        verdicts = [r["verdict"] for r in sessions.get("rerun", {}).get("results", [])]
+        rerun: dict[str, Any] = sessions.get("rerun") or {}
+        verdicts = [r["verdict"] for r in rerun.get("results") or []]
         step.note = ("verdicts of the unchanged rerun: " + ", ".join(verdicts)) if verdicts else (
             "no rerun verdicts (the sessions were cut short)")
     return step

@@ -45,6 +45,10 @@ class NvmlMeter:
     def _counters(self) -> list[MeteredGpu]:
         return [g for g in self._gpus if g.counter]
 
+    def _watts_of(self, gpu: MeteredGpu) -> Callable[[], float]:
+        """This GPU's power draw now (W), for its sampling thread."""
+        return lambda: self._api.power_mw(gpu.handle) / 1000.0
+
     def _sampled(self) -> list[MeteredGpu]:
         return [g for g in self._gpus if not g.counter]
 
@@ -58,8 +62,7 @@ class NvmlMeter:
                          "others": self._judge.others(gpu)}
             gpu.util_mark = self._judge.util_mark(gpu)
         for gpu in self._sampled():  # before the tick wait: the samples must span the window
-            gpu.sampler = PowerSampler(lambda g=gpu: self._api.power_mw(g.handle) / 1000.0,
-                                       self._opt.sample_interval_s, clock=self._clock)
+            gpu.sampler = PowerSampler(self._watts_of(gpu), self._opt.sample_interval_s, clock=self._clock)
             gpu.sampler.start()
         # The counters last and together, as close to the window edge as possible.
         before = self._clock()
