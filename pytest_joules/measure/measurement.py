@@ -56,7 +56,7 @@ class Measurement:
     simulated: bool
     name: str = ""
     #: the confidence the verdict must be judged at: below 95% after several looks of
-    #: `--joules-rounds auto` (rounds.py spends the error rate over its looks)
+    #: `--joules-rounds auto` (measure/stopping.py spends the error rate over its looks)
     confidence: float = 0.95
     #: why `auto` stopped measuring ("resolved", "budget", ...); "" for a fixed number of rounds
     stopped: str = ""

@@ -77,7 +77,7 @@ def measure(
     rule: Rule | None = None,
 ) -> Measurement:
     """Measure `workload` on `engine` with `meter`: `warmup` unmeasured runs, then `rounds` windows,
-    or with a `rule` (rounds.py, `--joules-rounds auto`) as many as it asks for."""
+    or with a `rule` (measure/stopping.py, `--joules-rounds auto`) as many as it asks for."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     workload.check_positions(engine.max_positions, engine.kind)

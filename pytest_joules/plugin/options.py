@@ -107,7 +107,7 @@ class JoulesOptions:
     update_baselines: bool = False
     tolerance: float = 0.05
     model_tolerance: float | None = None
-    #: "auto" (rounds.py) or a fixed number of rounds
+    #: "auto" (measure/stopping.py) or a fixed number of rounds
     rounds: int | str = "auto"
     max_seconds: float = 60.0
     warmup: int = 1

@@ -1,6 +1,6 @@
 """How many rounds a 5% gate needs at a measured noise, and what that costs per test.
 
-The estimate mirrors what `--joules-rounds auto` does (rounds.py, verdict.py): a comparison of n
+The estimate mirrors what `--joules-rounds auto` does (measure/stopping.py, verdict.py): a comparison of n
 rounds against a baseline of n rounds, both with the noise seen (the larger side's variance),
 judged by a Welch t-interval on log J/token at the confidence of its look (the 10 looks share
 5%). The gate resolves a change of size T at the first look where the interval's half-width is
