@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
-from ..measure.measurement import DRY_RUN
 from . import marker as _marker
 
 if TYPE_CHECKING:
@@ -79,6 +78,7 @@ class Joules:
     def measure(self, **overrides: Any) -> Measurement:
         from ..store.record import ResultRecord
         from ..errors import ConfigError, EngineUnavailable, InvalidMeasurement, WorkloadMismatch
+        from ..measure.measurement import DRY_RUN
         from ..measure.path import measure
 
         self.called = True
