@@ -5,21 +5,68 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
+    from .footprint import Footprint
     from ..models.analytical import FittedModel
     from ..store.record import ResultRecord
     from ..store.runs import SavedRun
 
 
+class ShownOptions(Protocol):
+    """The session's options the summary shows or builds its hints from (`plugin.options.JoulesOptions`)."""
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def gpu(self) -> str | None: ...
+
+    @property
+    def engine_options(self) -> Mapping[str, Any]: ...
+
+    @property
+    def sim_slowdown(self) -> float | None: ...
+
+    @property
+    def meter(self) -> str | None: ...
+
+    @property
+    def meter_options(self) -> Mapping[str, Any]: ...
+
+    @property
+    def warmup(self) -> int: ...
+
+    @property
+    def model_tolerance(self) -> float | None: ...
+
+    @property
+    def json(self) -> Path | None: ...
+
+    @property
+    def export_gab(self) -> Path | None: ...
+
+    @property
+    def export_bmf(self) -> Path | None: ...
+
+    @property
+    def baselines(self) -> Path: ...
+
+    @property
+    def footprint(self) -> Footprint: ...
+
+
 @dataclass
 class Summary:
     """Everything the summary shows, gathered by the session (`Recording.summary`): rendering it
-    reads no file. `options` is the session's `JoulesOptions`."""
+    reads no file."""
 
     records: list[ResultRecord]
-    options: Any
+    options: ShownOptions
     model: FittedModel | None = None
     model_path: str | None = None
     #: bootstrap replicates of `model` (its sweet spots' intervals); {} when its file has none
