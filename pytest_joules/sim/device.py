@@ -243,14 +243,15 @@ class SimDevice:
         self.runs += 1
 
         draw = draw_run(stream.rng, noise, noise * rt.host_variability)
-        host = self.host_step_s * draw.host * (rt.first_run_host_factor if first else 1.0)
+        scale = draw.host * (rt.first_run_host_factor if first else 1.0)
+        host, per_seq = self.host_step_s * scale, self.host_seq_s * scale
         k = draw.gpu_time  # kernels k times slower: sum(max(k g, c)) = k sum(max(g, c / k))
         busy = k * profile.gpu_seconds
-        if rt.host_overlap:
+        if rt.host_overlap:  # per-sequence host work taken at the run's mean batch
+            host += per_seq * cost.mean_batch
             fast = k * profile.seconds(host / k)
             slow = k * profile.seconds(host * stream.host.slow_factor / k)
         else:  # the host's work sits between the GPU's steps
-            per_seq = self.host_seq_s * draw.host * (rt.first_run_host_factor if first else 1.0)
             work = host * cost.steps + per_seq * cost.sequences_stepped
             fast, slow = busy + work, busy + work * stream.host.slow_factor
         slow_share, seconds = stream.host.run(fast, slow)
