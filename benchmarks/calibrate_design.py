@@ -72,8 +72,8 @@ def truth(model: str, gpu: str) -> tuple[dict[tuple[int, int], float], dict[int,
     engine, _ = _session(model, gpu, 0)
     device = SimDevice(engine.arch, engine.gpu, seed=0, noise=0)
 
-    def j(n: int, m: int) -> float:
-        return device.schedule(Workload(n, m, requests=REQUESTS)).joules / (REQUESTS * m)
+    def j(n: int, m: int) -> float:  # a whole run: the GPU's steps and the host's time between them
+        return device.run(Workload(n, m, requests=REQUESTS)).joules / (REQUESTS * m)
 
     grid = {(n, m): j(n, m) for n, m in GRID}
     spots = {}

@@ -15,11 +15,11 @@ CONCURRENT_USERS = 16
 def test_chat_turn(joules):
     m = joules()
     # Our energy budget for a chat reply, independent of any baseline.
-    assert m.j_per_out_token < 0.25, f"a chat reply costs {m.j_per_out_token:.3f} J/token, budget 0.25"
+    assert m.j_per_out_token < 0.35, f"a chat reply costs {m.j_per_out_token:.3f} J/token, budget 0.35"
 
 
 @pytest.mark.energy(n_in=128, n_out=128, requests=CONCURRENT_USERS, model_tolerance=0.05)
 def test_short_question(joules):
     # model_tolerance: this test also fails if the fitted model is more than 5% off here.
     m = joules()
-    assert m.tokens_per_joule > 4
+    assert m.tokens_per_joule > 3

@@ -26,7 +26,7 @@ def test_sweep_writes_results_that_read_back_and_fit(tmp_path, capsys):
 
     results = read_results(out)
     assert results.simulated and results.device["gpu"] == "H200" and results.device["simulated"] is True
-    assert results.engine == {"kind": "sim", "model": "Llama-3.2-1B", "dtype": "bf16", "version": "sim-2", "runtime": "graphs"}
+    assert results.engine == {"kind": "sim", "model": "Llama-3.2-1B", "dtype": "bf16", "version": "sim-3", "runtime": "graphs"}
     assert sorted((r.workload.n_in, r.workload.n_out) for r in results.rows) == [
         (64, 64), (64, 512), (256, 64), (256, 512), (1024, 64), (1024, 512)
     ]

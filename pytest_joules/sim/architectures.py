@@ -95,10 +95,16 @@ _ALL = [
     _arch("Llama-3.2-1B", 16, 2048, 32, 8, 8192, True, 128256, True, 131072, "meta-llama/Llama-3.2-1B"),
     _arch("Llama-3.2-3B", 28, 3072, 24, 8, 8192, True, 128256, True, 131072, "meta-llama/Llama-3.2-3B"),
     _arch("Llama-3.1-8B", 32, 4096, 32, 8, 14336, True, 128256, False, 131072, "meta-llama/Llama-3.1-8B"),
+    # Llama-3-8B: the shapes of Llama-3.1-8B with 8192 positions (the public Argonne measurements)
+    _arch("Llama-3-8B", 32, 4096, 32, 8, 14336, True, 128256, False, 8192, "meta-llama/Meta-Llama-3-8B"),
+    _arch("Llama-3.1-70B", 80, 8192, 64, 8, 28672, True, 128256, False, 131072, "meta-llama/Llama-3.1-70B"),
     # Llama-2-7B: the MHA counterpart of Llama-3.1-8B (same depth and width, 32 KV heads).
     _arch("Llama-2-7B", 32, 4096, 32, 32, 11008, True, 32000, False, 4096, "meta-llama/Llama-2-7b-hf"),
     _arch("Qwen2-1.5B", 28, 1536, 12, 2, 8960, True, 151936, True, 131072, "Qwen/Qwen2-1.5B"),
     _arch("Qwen2-7B", 28, 3584, 28, 4, 18944, True, 152064, False, 131072, "Qwen/Qwen2-7B"),
+    # Qwen3: head_dim 128 with hidden / heads = 128 (8B) and 128 (14B); per-head q/k norms (no GEMM)
+    _arch("Qwen3-8B", 36, 4096, 32, 8, 12288, True, 151936, False, 40960, "Qwen/Qwen3-8B", head_dim=128),
+    _arch("Qwen3-14B", 40, 5120, 40, 8, 17408, True, 151936, False, 40960, "Qwen/Qwen3-14B", head_dim=128),
     # Gemma-2: head_dim 256 (so q_dim != hidden), GeGLU FFN, alternating 4096-token sliding window.
     _arch("Gemma-2-2B", 26, 2304, 8, 4, 9216, True, 256000, True, 8192, "google/gemma-2-2b", head_dim=256),
     _arch("Gemma-2-9B", 42, 3584, 16, 8, 14336, True, 256000, True, 8192, "google/gemma-2-9b", head_dim=256),

@@ -8,8 +8,10 @@ max_num_tokens. Admitted prompts are prefilled in the next step, together with o
 for every running request; the prefill step produces each request's first output token. When a
 request finishes, its slot frees and the next request's prefill joins the following step.
 
-A run lasts, step by step, max(GPU time, host time) plus the host's hiccups; the noise comes from
-the mechanisms in sim/noise.py, and the energy counter moves in 100 ms ticks like NVML's.
+A run lasts, step by step, max(GPU time, host time) (eager: the host launches ahead of the GPU) or
+GPU time + host time (graphs: the host works between the GPU's steps), plus the host's hiccups;
+the noise comes from the mechanisms in sim/noise.py, and the energy counter moves in 100 ms ticks
+like NVML's. With `tp` GPUs (tensor parallelism) the device is the group: its counter is their sum.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .noise import HostState, draw_run, hiccups, session_power
 from .physics import StepModel
 from .runtime import DEFAULT_RUNTIME, get_runtime
 
-SIM_VERSION = "sim-2"
+SIM_VERSION = "sim-3"
 #: TensorRT-LLM's default max_batch_size for built engines / the LLM API
 DEFAULT_MAX_BATCH = 256
 #: TensorRT-LLM's default max_num_tokens (tokens per engine step)
@@ -95,9 +97,9 @@ class _Stream:
     host state, so a test's numbers do not depend on which tests ran before it, while its own
     rounds are correlated like a real host's."""
 
-    def __init__(self, seed: int, key: tuple, noise: float) -> None:
+    def __init__(self, seed: int, key: tuple, noise: float, variability: float) -> None:
         self.rng = np.random.default_rng([seed, *(k or 0 for k in key)])
-        self.host = HostState(self.rng, noise)
+        self.host = HostState(self.rng, noise, variability)
 
 
 class SimDevice:
@@ -106,20 +108,28 @@ class SimDevice:
     which, like NVML's, moves only every COUNTER_PERIOD_S."""
 
     def __init__(self, arch: Architecture, gpu: GPU, *, dtype_bytes: int = 2, slowdown: float = 1.0, seed: int = 0,
-                 runtime: str = DEFAULT_RUNTIME, noise: float = 1.0):
+                 runtime: str = DEFAULT_RUNTIME, noise: float = 1.0, tp: int = 1,
+                 host_s: float | None = None, host_seq_s: float | None = None):
         if not noise >= 0:
             raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic), got {noise!r}")
+        if arch.heads % tp:
+            raise ConfigError(f"{arch.name} has {arch.heads} attention heads, which {tp} GPUs cannot share evenly; "
+                              "use a tp that divides them")
         self.arch = arch
         self.gpu = gpu
+        self.tp = int(tp)
         self.dtype_bytes = dtype_bytes
         self.slowdown = float(slowdown)
         self.seed = int(seed)
         self.runtime = get_runtime(runtime)
         self.noise = float(noise)
         self.model = StepModel(arch, gpu, dtype_bytes, slowdown, efficiency=self.runtime.kernel_efficiency,
-                               kv_traffic=self.runtime.kv_traffic(arch.heads, arch.kv_heads))
-        # a slower build does more host work per step too, so a slowdown shows in host-bound runs
-        self.host_step_s = self.runtime.host_seconds(arch.layers) * self.slowdown
+                               kv_traffic=self.runtime.kv_traffic(arch.heads, arch.kv_heads), tp=self.tp)
+        # a slower build does more host work per step too, so a slowdown shows in host-bound runs;
+        # host_s / host_seq_s replace the runtime's figures (a slower or faster serving stack)
+        host = self.runtime.host_seconds(arch.layers) if host_s is None else host_s
+        self.host_step_s = host * self.slowdown
+        self.host_seq_s = (self.runtime.host_seq_s if host_seq_s is None else host_seq_s) * self.slowdown
         self.clock_s = 0.0
         self.energy_j = 0.0
         self.busy_s = 0.0  # seconds the GPU ran kernels (NVML's utilisation counts these)
@@ -133,12 +143,13 @@ class SimDevice:
         #: the measurement now running (see `label`): two tests of one workload draw apart
         self._label = 0
         self._current: _Stream | None = None
-        weights = arch.params * dtype_bytes
+        weights = arch.params * dtype_bytes / self.tp  # per GPU, as the KV pool below
         self.kv_pool_bytes = KV_CACHE_FRACTION * (gpu.memory_bytes - weights - WORKSPACE_BYTES)
         if self.kv_pool_bytes <= 0:
+            where = f"a {gpu.name}" if self.tp == 1 else f"each of {self.tp} {gpu.name}s"
             raise ConfigError(
-                f"{arch.name} ({weights / 1e9:.1f} GB of weights) does not fit in the "
-                f"{gpu.memory_gb:g} GB of a {gpu.name}; pick a bigger GPU or a smaller model"
+                f"{arch.name} ({weights / 1e9:.1f} GB of weights per GPU) does not fit in the "
+                f"{gpu.memory_gb:g} GB of {where}; pick a bigger GPU, more GPUs (tp) or a smaller model"
             )
 
     # -- counters, as a meter sees them --------------------------------------------------------
@@ -185,9 +196,9 @@ class SimDevice:
             self._segments.pop(0)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        out = {
             "gpu": self.gpu.name,
-            "name": f"SIMULATED {self.gpu.name}",
+            "name": f"SIMULATED {self.gpu.name}" if self.tp == 1 else f"SIMULATED {self.tp}x {self.gpu.name}",
             "board_watts": self.gpu.board_watts,
             "power_limit_w": self.gpu.board_watts,
             "memory_gb": self.gpu.memory_gb,
@@ -195,6 +206,9 @@ class SimDevice:
             "sim_version": SIM_VERSION,
             "slowdown": self.slowdown,
         }
+        if self.tp > 1:
+            out["gpus"] = self.tp
+        return out
 
     # -- running ---------------------------------------------------------------------------------
     def kv_slots(self, workload: Workload) -> int:
@@ -221,19 +235,25 @@ class SimDevice:
         key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, self._label)
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = _Stream(self.seed, key, self.noise)
+            stream = self._streams[key] = _Stream(self.seed, key, self.noise, self.runtime.host_variability)
         self._current = stream
         rt, noise = self.runtime, self.noise
         first = self.runs == 0 and noise > 0
         self.runs += 1
 
-        draw = draw_run(stream.rng, noise)
-        host = self.host_step_s * draw.host * (rt.first_run_host_factor if first else 1.0)
+        draw = draw_run(stream.rng, noise, noise * rt.host_variability)
+        scale = draw.host * (rt.first_run_host_factor if first else 1.0)
+        host, per_seq = self.host_step_s * scale, self.host_seq_s * scale
         k = draw.gpu_time  # kernels k times slower: sum(max(k g, c)) = k sum(max(g, c / k))
-        fast = k * profile.seconds(host / k)
-        slow = k * profile.seconds(host * stream.host.slow_factor / k)
-        slow_share, seconds = stream.host.run(fast, slow)
         busy = k * profile.gpu_seconds
+        if rt.host_overlap:  # per-sequence host work taken at the run's mean batch
+            host += per_seq * cost.mean_batch
+            fast = k * profile.seconds(host / k)
+            slow = k * profile.seconds(host * stream.host.slow_factor / k)
+        else:  # the host's work sits between the GPU's steps
+            work = host * cost.steps + per_seq * cost.sequences_stepped
+            fast, slow = busy + work, busy + work * stream.host.slow_factor
+        slow_share, seconds = stream.host.run(fast, slow)
         stall = hiccups(stream.rng, noise, seconds, rt.hiccups_per_s, rt.hiccup_mean_s)
         if first:
             stall += rt.first_run_extra_s
