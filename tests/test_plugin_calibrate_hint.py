@@ -60,7 +60,7 @@ def test_the_summary_suggests_the_calibrate_command_and_following_it_gives_a_mod
     result = proj.runpytest("--joules")
     out = result.stdout.str()
     assert "model memflops (baselines/h100-sxm-simulated/sim-tiny-gqa.model.json): session MAPE" in out
-    assert "95% CI" in out and "no fitted model" not in out
+    assert "95% range" in out and "no fitted model" not in out
 
 
 def options(**kw) -> SimpleNamespace:
