@@ -249,7 +249,7 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
         if any(r.extrapolated for r in records):
             text.append("  (* outside the fitted range, not in the MAPE)", style="dim")
         lines.append(text)
-    else:
+    elif not getattr(state.options, "no_hints", False):
         from .suggest import no_model_lines
 
         lines += no_model_lines(state, records)  # the `joules calibrate` command, with its estimated time
@@ -387,7 +387,7 @@ def render(state: Summary, width: int, markup: bool, verbosity: int) -> str:
         return out.getvalue()
     console.print(measurements_table(records, width))
     model = state.model
-    if model is not None and verbosity >= 0:
+    if model is not None and verbosity >= 0 and not getattr(state.options, "no_hints", False):
         from .models import sweet_spot_table
 
         n_ins = sorted({int(r.n_in) for r in records if r.n_in})
