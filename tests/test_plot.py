@@ -14,7 +14,7 @@ from pytest_joules.cli import main
 from pytest_joules.errors import ConfigError
 from pytest_joules.report.heatmap import heatmap
 from pytest_joules.report.models import models_table, sweet_spot_table
-from pytest_joules.report.numbers import sig, tokens
+from pytest_joules.numbers import sig, tokens
 from pytest_joules.report.plot import save_plot
 
 GRID = [64, 256, 1024, 4096]

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from pytest_joules.numbers import sig
+
 from .plugin_fake import BASELINE, project
 
 TESTS = """
@@ -67,7 +69,7 @@ def test_regression_fails_with_baseline_now_delta_and_tolerance_then_update_then
     # 10% slower: the 5% gate fails; the grid's marker allows 12% and passes
     result.assert_outcomes(failed=1, passed=2)
     result.stdout.fnmatch_lines(
-        [f"energy regression +10.*% (tolerance 5%): test_chat: J/output-token baseline {base:.6g}, now *"]
+        [f"energy regression +10.*% (tolerance 5%): test_chat: J/output-token baseline {sig(base)}, now *"]
     )
     # accept the new figures
     result = proj.runpytest("--joules", "--joules-sim-slowdown", "1.10", "--joules-update-baselines")

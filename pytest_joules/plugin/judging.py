@@ -167,7 +167,7 @@ class Judging:
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             judged.baseline_note = found.note
         if m.verdict.failed and not self.options.update_baselines:
-            judged.failures.append(m.verdict.failure(test_name(key)))
+            judged.failures.append(m.verdict.failure(test_name(key), verbose=self.options.verbosity >= 1))
         elif m.verdict.status == V.NEW and self.options.new_fails and not self.options.update_baselines:
             judged.failures.append(
                 f"energy new (--joules-new-fails): {test_name(key)}: {m.verdict.detail}; record its baseline "

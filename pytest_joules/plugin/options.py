@@ -132,6 +132,8 @@ class JoulesOptions:
     autosave: bool = False
     #: --joules-no-hints: no calibrate suggestion, no sweet-spot table in the summary
     no_hints: bool = False
+    #: pytest's -v count: a failure shows its statistics from 1 on
+    verbosity: int = 0
     #: --joules-grid-intensity (gCO2e/kWh) and --joules-price (per kWh): see footprint.py
     grid_intensity: float | None = None
     price: float | None = None
@@ -352,6 +354,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
             where = f" in {config.inipath}" if config.inipath else ""
             raise pytest.UsageError(f"{exc} (set by the ini key {ini_key(flag)}{where})") from None
     _settle_engine_options(config, values)
+    values["verbosity"] = int(config.getoption("verbose", 0) or 0)
     if "seed" not in values:
         values["seed"], values["seed_given"] = random_seed(), False
     if "baselines" not in values and not values.get("enabled"):

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..models.analytical import PARAMETERS, TERMS, FittedModel
-from .numbers import sig, tokens
+from ..numbers import sig, tokens
 
 
 #: marks the best model, as ★ marks the best cell of the heatmap

@@ -21,7 +21,7 @@ from ..judge import verdict as V
 from ..store.fingerprint import describe, fingerprint
 from .facts import Summary
 from .names import break_name
-from .numbers import sig
+from ..numbers import sig
 
 if TYPE_CHECKING:
     from ..store.record import ResultRecord
