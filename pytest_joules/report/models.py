@@ -35,7 +35,7 @@ def models_table(models: Sequence[FittedModel], title: str = "Fitted energy mode
     best = min((m.loo_mape for m in models if m.loo_mape is not None), default=None)
     for m in models:
         terms = "\n".join(
-            f"{label} = {value:.4g}" + ("" if term == "1" else f" · {term}")
+            f"{label} = {sig(value)}" + ("" if term == "1" else f" · {term}")
             for label, term, value in zip(PARAMETERS[m.name], TERMS[m.name], m.theta)
         )
         loo = _pct(m.loo_mape)
@@ -82,47 +82,50 @@ def sweet_spot_table(
     """
     uncertainties = uncertainties or {}
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column("n_in", justify="right", style="bold", no_wrap=True)
     shown = [m for m in models if m.name != "linear"]
-    # tok/J is 1 / (J/out-tok): with several models it only costs the intervals their width
-    with_tok = len(shown) == 1
-    for m in shown:
-        name = f"{m.name} " if len(shown) > 1 else ""
-        table.add_column(f"{name}n_out*", justify="right", no_wrap=True)
-        if m.name in uncertainties:
-            table.add_column(f"{uncertainties[m.name].level:.0%} range", justify="right", no_wrap=True)
-        table.add_column(f"{name}J/tok", justify="right", no_wrap=True)
-        if with_tok:
-            table.add_column("tok/J", justify="right", no_wrap=True)
+    # several models: a row per model under each n_in (columns of each model side by side would
+    # not fit 80 columns with their intervals)
+    several = len(shown) > 1
+    with_ci = any(m.name in uncertainties for m in shown)
+    table.add_column("n_in", justify="right", style="bold", no_wrap=True)
+    if several:
+        table.add_column("model", no_wrap=True)
+    table.add_column("n_out*", justify="right", no_wrap=True)
+    if with_ci:
+        level = next(uncertainties[m.name].level for m in shown if m.name in uncertainties)
+        table.add_column(f"{level:.0%} range", justify="right", no_wrap=True)
+    table.add_column("J/tok", justify="right", no_wrap=True)
+    table.add_column("tok/J", justify="right", no_wrap=True)
     beyond = False
     for n_in in n_in_values:
         outside = any(not (m.n_in_range[0] <= n_in <= m.n_in_range[1]) for m in shown)
         beyond = beyond or outside
-        cells = [f"[dim]{n_in}{BEYOND}[/dim]" if outside else str(n_in)]
-        for m in shown:
+        for i, m in enumerate(shown):
+            first = f"[dim]{n_in}{BEYOND}[/dim]" if outside else str(n_in)
+            cells = [first if i == 0 else ""] + ([m.name] if several else [])
             spot = m.sweet_spot(n_in)
-            interval = [_interval_cell(uncertainties[m.name], m, n_in)] if m.name in uncertainties else []
+            interval = ([_interval_cell(uncertainties[m.name], m, n_in)] if m.name in uncertainties else ["—"]) \
+                if with_ci else []
             beyond = beyond or any(BEYOND in c for c in interval)
             if spot.n_out_opt is None:
-                cells += ["none", *interval, "—", *(["—"] if with_tok else [])]
+                table.add_row(*cells, "none", *interval, "—", "—")
                 continue
             n_out = tokens(spot.n_out_opt)
             if not spot.inside_range:
                 n_out, beyond = f"[dim]{n_out}{BEYOND}[/dim]", True
-            cells += [n_out, *interval, sig(spot.j_per_out_token_min),
-                      *([sig(spot.tokens_per_joule_max)] if with_tok else [])]
-        table.add_row(*cells)
+            table.add_row(*cells, n_out, *interval, sig(spot.j_per_out_token_min), sig(spot.tokens_per_joule_max),
+                          end_section=several and i == len(shown) - 1)
     notes = []
     if any(m.name == "linear" for m in models):
         notes.append("linear: no sweet spot (J/out-token only falls as n_out grows)")
     if beyond:
         notes.append(f"{BEYOND} beyond the measured lengths: an extrapolation")
-    with_ci = [(m.name, uncertainties[m.name]) for m in shown if m.name in uncertainties]
-    if with_ci:
-        u = with_ci[0][1]
+    intervals = [(m.name, uncertainties[m.name]) for m in shown if m.name in uncertainties]
+    if intervals:
+        u = intervals[0][1]
         notes.append(f"{u.level:.0%} range: where n_out* lies, given the fit's scatter")
         if verbose:
-            dfs = ", ".join(f"{name} {v.df}" for name, v in with_ci)
+            dfs = ", ".join(f"{name} {v.df}" for name, v in intervals)
             notes.append(f"  ({u.method}, {u.samples.shape[0]} replicates, widened for the residual degrees of "
                          f"freedom: {dfs})")
     reasons = {m.sweet_spot(n).reason for m in shown for n in n_in_values if m.sweet_spot(n).reason}

@@ -231,8 +231,8 @@ def _lines(title: str, records: Iterable[ResultRecord], style: str, render: Any)
 def _change(r: ResultRecord) -> str:
     v = r.verdict
     assert v is not None and v.baseline is not None and v.current is not None and v.delta is not None
-    return (f"{r.key}: baseline {v.baseline:.6g}, now {v.current:.6g} J/out-token, "
-            f"delta {v.delta:+.2%}, tolerance {v.tolerance or 0:.2%}")
+    return (f"{r.key}: {v.delta:+.1%} (tolerance {v.tolerance or 0:.0%}): baseline {sig(v.baseline)}, "
+            f"now {sig(v.current)} J/out-token")
 
 
 def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -> list[Text]:
