@@ -120,7 +120,12 @@ class Judging:
             return judged
         readable = self._compare(m, tol, judged)
         if readable and self.options.update_baselines:  # never write over a file we cannot read
-            self._stage(m, judged)
+            if m.baseline_rounds and m.verdict is not None and m.verdict.status == V.PASS and not judged.baseline_note:
+                from ..store.baselines import KEPT
+
+                judged.baseline_note = KEPT  # no change to record: the entry stays byte for byte
+            else:
+                self._stage(m, judged)
         self._predict(m, judged, model_tolerance)
         return judged
 

@@ -304,6 +304,12 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
                         lambda r: f"{r.key}" + (f": {r.baseline_note}" if r.baseline_note else ""))
         lines += _lines(f"baselines saved to {_shown_path(state.options.baselines)}", (r for r in records if r.baseline_updated),
                         "cyan", lambda r: f"{r.key}")
+        from ..store.baselines import KEPT
+
+        kept = [r for r in records if r.baseline_note == KEPT]
+        if kept:  # one line, not a list: these are the tests whose energy did not change
+            lines.append(Text(f"baselines kept for {len(kept)} test(s) whose energy did not change (this run passes "
+                              "against them); delete an entry to record it anew", style="dim"))
     lines += _lines("baselines not saved: the test failed (fix it, then record again)",
                     (r for r in records if r.baseline_not_saved), "bold yellow", lambda r: f"{r.key}")
     return lines
