@@ -226,7 +226,7 @@ def test_footprint_reaches_gab_bmf_and_markdown():
     bmf = exporters.bmf_json(ms, fp)["t"]
     assert bmf["gco2e-per-1k-tokens"]["value"] == pytest.approx(ms[0].j_per_out_token * 1000 / 3.6e6 * 500)
     assert bmf["cost-per-1k-tokens"]["value"] == pytest.approx(ms[0].j_per_out_token * 1000 / 3.6e6 * 0.2)
-    assert "per 1k output tokens: 0.05 gCO2e, cost 2e-05" in exporters.gab_json(ms, fp)[0]["extra"]
+    assert "per 1k output tokens: 0.0500 gCO2e, cost 2.00e-05" in exporters.gab_json(ms, fp)[0]["extra"]
     assert "(grid 500 gCO2e/kWh, price 0.2/kWh)" in exporters.gab_json(ms, fp)[0]["extra"]
     md = exporters.markdown_summary(ms, footprint=fp)
     assert "| gCO2e/1k tok | cost/1k tok |" in md
