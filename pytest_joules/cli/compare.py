@@ -321,7 +321,9 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
         if unmatched:
             console.print(f"{label} ({len(unmatched)}):", markup=False)
             for r in unmatched:
-                console.print(f"  {r.name} (n_in={r.workload.n_in}, n_out={r.workload.n_out}, requests={r.workload.requests})", markup=False)
+                workload = f"(n_in={r.workload.n_in}, n_out={r.workload.n_out}, requests={r.workload.requests})"
+                line = f"  {r.name} {workload}"  # the workload on a line of its own where both do not fit
+                console.print(line if len(line) <= console.width else f"  {r.name}\n    {workload}", markup=False)
     for note in report.notes:
         console.print(f"note: {note}", markup=False)
     statuses = sorted({m.verdict.status for m in report.matches})
