@@ -167,7 +167,7 @@ def test_test_ids_with_brackets_are_printed_verbatim(files, capsys, monkeypatch)
     old, new = files([make(name, 1.0, seed=1)], [make(name, 1.0, seed=2)])
     out = compare(capsys, old, new)[1]
     # the table names each file once, then its tests: both parts verbatim, brackets not read as markup
-    assert "\n tests/test_llm.py " in out and "\n   test_energy[chat-[/bold]] " in out
+    assert "\n tests/test_llm.py\n" in out and "\n   test_energy[chat-[/bold]] " in out
 
 
 # -- devices ------------------------------------------------------------------------------------

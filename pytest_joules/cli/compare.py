@@ -305,7 +305,10 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
         shown = break_name(test, left - 2).replace("\n", "\n  ") if sep else break_name(path, left)
         table.add_row(Text(("  " if sep else "") + shown), *(
             Text(cells[c], style=style.get(cells[c], "")) if c == "verdict" else cells[c] for c in figures))
-    console.print(table)
+    with console.capture() as captured:
+        console.print(table)
+    # no padding at the ends of lines: a log is read, diffed and grepped
+    sys.stdout.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
     if "95% range" in figures and any(m.verdict.ci_low is not None for m in report.matches):
         console.print("range: the change these rounds allow, with 95% confidence", markup=False, style="dim")
     for m in report.matches:
