@@ -109,10 +109,10 @@ def _heading(rows: Sequence[CommentRow], ctx: CommentContext) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    tally = ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: ORDER.index(s) if s in ORDER else 99))
-    failing = counts.get("regression", 0) + counts.get("invalid", 0)
-    lead = "Energy regression" if counts.get("regression") else "Energy check failed" if failing else "Energy per output token"
-    return f"### {lead}: {tally}" + (" (SIMULATED)" if ctx.simulated else "")
+    plural = {"regression": "regressions", "pass": "passed"}
+    tally = ", ".join(f"{counts[s]} {plural.get(s, s) if counts[s] != 1 or s == 'pass' else s}"
+                      for s in sorted(counts, key=lambda s: ORDER.index(s) if s in ORDER else 99))
+    return f"### Energy per output token: {tally}" + (" (SIMULATED)" if ctx.simulated else "")
 
 
 def comment_markdown(rows: Sequence[CommentRow], ctx: CommentContext, limit: int = LIMIT) -> str:
