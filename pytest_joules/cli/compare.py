@@ -244,7 +244,9 @@ def _layout(width: int, names: list[str], cells: list[dict[str, str]], figures: 
     from ..report.names import break_name
 
     def room(columns: list[str], short: bool, gap: int) -> int:
-        head = (lambda c: _SHORT.get(c, c)) if short else (lambda c: c)
+        def head(c: str) -> str:
+            return _SHORT.get(c, c) if short else c
+
         used = sum(max([cell_len(head(c)), *(cell_len(r[c]) for r in cells)]) + gap for c in columns)
         return width - used - (2 if gap == 2 else 0)
 
@@ -296,7 +298,7 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
     table.add_column("test", overflow="fold", max_width=left)
     for col in figures:
         table.add_column(_SHORT.get(col, col) if short else col, justify="left" if col == "verdict" else "right",
-                         no_wrap=True)  # type: ignore[arg-type]
+                         no_wrap=True)
     current = None
     for (path, sep, _), test, (_, cells) in zip(files, tests, rows):
         if sep and path != current:

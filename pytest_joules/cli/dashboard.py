@@ -38,7 +38,8 @@ def _finite(value: Any) -> float | None:
 
 
 def _latency(raw: dict[str, Any], key: str) -> float | None:
-    source = raw.get("latency") if isinstance(raw.get("latency"), dict) else raw
+    latency = raw.get("latency")
+    source: dict[str, Any] = latency if isinstance(latency, dict) else raw
     ms = _finite(source.get(f"{key}_ms"))
     seconds = _finite(source.get(f"{key}_s"))
     return ms if ms is not None else None if seconds is None else seconds * 1000
@@ -87,7 +88,7 @@ def _heatmap(run: Any, results: Any) -> dict[str, Any] | None:
     cells: dict[tuple[int, int], list[float]] = {}
     for r in valid:
         if (r.workload.requests, r.workload.max_batch_size) == batching:
-            cells.setdefault((r.workload.n_in, r.workload.n_out), []).append(1.0 / float(r.j_per_out_token))
+            cells.setdefault((r.workload.n_in, r.workload.n_out), []).append(1.0 / float(r.j_per_out_token or 0.0))
     n_ins, n_outs = sorted({n for n, _ in cells}), sorted({m for _, m in cells})
     if len(n_ins) < 2 or len(n_outs) < 2:
         return None
@@ -126,7 +127,7 @@ def _curves(model_path: Path, n_ins: list[int]) -> tuple[str, list[Any], list[st
                 c.opt_low, c.opt_high = _finite(iv.n_out.low), _finite(iv.n_out.high)
         spot = model.sweet_spot(n_in)
         if spot.n_out_opt is not None:
-            c.opt, c.j_opt = float(spot.n_out_opt), float(spot.j_per_out_token_min)
+            c.opt, c.j_opt = float(spot.n_out_opt), _finite(spot.j_per_out_token_min)
         curves.append(c)
     return model.name, curves, []
 

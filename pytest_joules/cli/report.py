@@ -40,7 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _latency(raw: dict[str, Any]) -> str:
     """TTFT and TPOT where the run measured them (keys in seconds or milliseconds, or a
     `latency` object); "" otherwise."""
-    source = raw.get("latency") if isinstance(raw.get("latency"), dict) else raw
+    latency = raw.get("latency")
+    source: dict[str, Any] = latency if isinstance(latency, dict) else raw
     parts = []
     for label in ("ttft", "tpot"):
         ms = source.get(f"{label}_ms")
