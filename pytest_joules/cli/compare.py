@@ -227,7 +227,7 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
 
 
 #: the compact headers of narrow terminals and CI logs (the title says J/output-token)
-_SHORT = {"old J/tok": "old", "new J/tok": "new", "95% range": "range"}
+_SHORT = {"old J/tok": "old", "new J/tok": "new"}
 
 
 def _grid_free(name: str, n_in: int, n_out: int) -> str:
@@ -253,7 +253,7 @@ def _layout(width: int, names: list[str], cells: list[dict[str, str]], figures: 
     def lines(left: int) -> int:
         return max((len(break_name(n, left).splitlines()) for n in names), default=1)
 
-    for columns in (figures, [c for c in figures if c != "95% range"]):
+    for columns in (figures, [c for c in figures if c != "range"]):
         for short, gap, most in ((False, 2, 1), (True, 2, 1), (True, 1, 1), (True, 1, 2)):
             left = room(columns, short, gap)
             if lines(left) <= most:
@@ -284,8 +284,8 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
         rows.append((m.name, {"n_in": str(m.workload.n_in), "n_out": str(m.workload.n_out),
                               "old J/tok": sig(_median(_values(m.old)), none="-"),
                               "new J/tok": sig(_median(_values(m.new)), none="-"),
-                              "delta": delta, "95% range": ci, "verdict": v.status}))
-    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "95% range", "verdict"]
+                              "delta": delta, "range": ci, "verdict": v.status}))
+    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "range", "verdict"]
     # each file once, as a row of its own, and the tests below it by name (indented two cells): a
     # node id in full is wider than most terminals leave
     files = [name.partition("::") for name, _ in rows]
@@ -311,8 +311,14 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
         console.print(table)
     # no padding at the ends of lines: a log is read, diffed and grepped
     sys.stdout.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
-    if "95% range" in figures and any(m.verdict.ci_low is not None for m in report.matches):
-        console.print("range: the change these rounds allow, with 95% confidence", markup=False, style="dim")
+    if "range" in figures and any(m.verdict.ci_low is not None for m in report.matches):
+        # the level the verdicts were judged at, as judge() states it in each verdict's detail
+        import re
+
+        levels = sorted({found.group(1) for m in report.matches
+                         if (found := re.search(r"([\d.]+%) CI of the change", m.verdict.detail))})
+        console.print(f"range: the change these rounds allow, with {' or '.join(levels) or '95%'} confidence",
+                      markup=False, style="dim")
     for m in report.matches:
         # a regression's or an improvement's row says it all; why a result could not be judged does not
         if m.verdict.status in (_EXPLAINED if verbose else _EXPLAINED - {REGRESSION, IMPROVED}):
