@@ -288,9 +288,15 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
     # a regression is not listed here: its test failed, and the failure says it once, verdict first
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
                     lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}")
-    lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow",
-                    lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}"
-                    + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else ""))
+    def noisy(r: ResultRecord) -> str:
+        # plain words; the statistics at -v (and in the JSON)
+        v = r.verdict
+        why = (v.plain() or v.detail) if v else ""
+        if v and verbosity >= 1 and v.detail and v.detail != why:
+            why += f" (statistics: {v.detail})"
+        return f"{r.key}: {why}" + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else "")
+
+    lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow", noisy)
     host_bound = [r for r in records if r.host_bound]
     if host_bound:
         from ..measure.measurement import HOST_BOUND_FIX
