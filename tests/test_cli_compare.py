@@ -64,7 +64,8 @@ def test_a_regression_exits_1_only_with_fail(files, capsys):
     old, new = files([make("test_a", 1.0, seed=1)], [make("test_a", 1.12, seed=2)])
     code, out, _ = compare(capsys, old, new, "--fail")
     assert code == 1
-    assert "regression" in out and "significant" in out
+    assert "regression" in out and "+12" in out and "significant" not in out  # the statistics at -v
+    assert "significant" in compare(capsys, old, new, "-v")[1]
     assert compare(capsys, old, new)[0] == 0
 
 
@@ -162,11 +163,11 @@ def test_invalid_new_results_are_reported_invalid(files, capsys):
 
 def test_test_ids_with_brackets_are_printed_verbatim(files, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # room for the name on one line (narrower breaks it at "[" and "-")
-    name = "tests/test_llm.py::test_energy[n_in=512-n_out=128]"
+    name = "tests/test_llm.py::test_energy[chat-[/bold]]"
     old, new = files([make(name, 1.0, seed=1)], [make(name, 1.0, seed=2)])
     out = compare(capsys, old, new)[1]
     # the table names each file once, then its tests: both parts verbatim, brackets not read as markup
-    assert "\n tests/test_llm.py " in out and "\n   test_energy[n_in=512-n_out=128] " in out
+    assert "\n tests/test_llm.py\n" in out and "\n   test_energy[chat-[/bold]] " in out
 
 
 # -- devices ------------------------------------------------------------------------------------

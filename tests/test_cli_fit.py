@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_joules.numbers import tokens
+
 from pytest_joules.models.analytical import FittedModel, fit, load_models
 from pytest_joules.cli import main
 from pytest_joules.measure.measurement import Measurement, Round
@@ -138,7 +140,7 @@ def test_fit_save_then_sweetspot(capsys, csv_file, tmp_path):
     code, out, _ = run_cli(capsys, "sweetspot", saved, "--n-in", 512, 8192, "--fit", "flops")
     assert code == 0
     assert "Sweet spot of the flops model" in out
-    assert f"{models[0].sweet_spot(512).n_out_opt:.1f}" in out
+    assert tokens(models[0].sweet_spot(512).n_out_opt) in out  # the plugin's rounding
     assert "n_in outside the fitted 64–4096" in out
 
 

@@ -94,7 +94,7 @@ def test_the_store_is_found_up_to_the_repository_root(tmp_path, monkeypatch):
 # -- compare with run ids ------------------------------------------------------------------------
 def test_compare_takes_run_ids(storage, capsys):
     code, out, _ = run_cli(capsys, "compare", "0001", "last", "--storage", str(storage), "--fail")
-    assert code == 1 and "t.py::test_chat" in out and "regression" in out
+    assert code == 1 and "t.py" in out and "test_chat" in out and "regression" in out
     code, out, _ = run_cli(capsys, "compare", "1", "last~1", "--storage", str(storage), "--json")
     data = json.loads(out)
     assert code == 0 and data["old"].endswith(runs.list_runs(storage)[0].path.name)
@@ -117,8 +117,10 @@ def test_list_shows_each_run(storage, capsys):
     code, out, _ = run_cli(capsys, "list", "--storage", str(storage))
     lines = out.splitlines()
     assert code == 0 and lines[0] == f"saved runs in {storage}:"
-    assert [line.split()[0] for line in lines[2:]] == ["0001", "0002", "0003"]
-    assert all("H100-SXM SIMULATED" in line and line.rstrip().endswith("-") for line in lines[2:])
+    # a device shared by every run is said once, above the rows (80 columns)
+    assert lines[1].startswith("all on ") and "device H100-SXM SIMULATED" in lines[1]
+    assert [line.split()[0] for line in lines[3:]] == ["0001", "0002", "0003"]
+    assert all(line.rstrip().endswith("-") and len(line) <= 80 for line in lines[3:])
 
 
 def test_list_without_a_store_says_how_to_make_one(tmp_path, monkeypatch, capsys):
@@ -131,7 +133,7 @@ def test_list_without_a_store_says_how_to_make_one(tmp_path, monkeypatch, capsys
 def test_a_corrupt_run_is_left_out_with_a_note(storage, capsys):
     runs.list_runs(storage)[1].path.write_text("{not json")
     code, out, err = run_cli(capsys, "list", "--storage", str(storage))
-    assert code == 0 and [line.split()[0] for line in out.splitlines()[2:]] == ["0001", "0003"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[3:]] == ["0001", "0003"]
     assert "run 0002 left out" in err
 
 
@@ -140,13 +142,13 @@ def test_history_prints_the_trend_of_one_test(storage, capsys):
     code, out, _ = run_cli(capsys, "history", "test_chat", "--storage", str(storage))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "t.py::test_chat: n_in=512 n_out=128 requests=1 (SIMULATED)"
-    rows = [line.split() for line in lines[3:]]
+    assert lines[:2] == ["t.py::test_chat:", "  n_in=512 n_out=128 requests=1 (SIMULATED)"]
+    rows = [line.split() for line in lines[4:]]  # run, date, time, commit, J/out-token, vs prev, vs first
     assert [r[0] for r in rows] == ["0001", "0002", "0003"]
-    js = [float(r[3]) for r in rows]
+    js = [float(r[4]) for r in rows]
     assert js[0] == pytest.approx(0.50, rel=0.01) and js[2] == pytest.approx(0.60, rel=0.01)
-    assert rows[0][4] == "-" and rows[2][5] == f"{js[2] / js[0] - 1:+.1%}"
-    assert lines[1].split()[1][0] == "▁" and lines[1].split()[1][-1] == "█"
+    assert rows[0][5] == "-" and float(rows[2][6].rstrip("%")) / 100 == pytest.approx(js[2] / js[0] - 1, abs=0.01)
+    assert lines[2].split()[1][0] == "▁" and lines[2].split()[1][-1] == "█"
 
 
 def test_history_of_an_unknown_test_lists_what_there_is(storage, capsys):
@@ -160,7 +162,7 @@ def test_history_plot_draws_a_png(storage, tmp_path, capsys):
     png = tmp_path / "trend.png"
     code, out, _ = run_cli(capsys, "history", "test_", "--storage", str(storage), "--plot", str(png))
     assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "t.py::test_grid[n_in=64-n_out=8]: n_in=64" in out and f"trend drawn to {png}" in out
+    assert "t.py::test_grid[n_in=64-n_out=8]:\n  n_in=64" in out and f"trend drawn to {png}" in out
 
 
 def test_history_plot_without_matplotlib_says_how_to_get_it(storage, tmp_path, monkeypatch, capsys):
@@ -224,7 +226,7 @@ def test_footprint_reaches_gab_bmf_and_markdown():
     bmf = exporters.bmf_json(ms, fp)["t"]
     assert bmf["gco2e-per-1k-tokens"]["value"] == pytest.approx(ms[0].j_per_out_token * 1000 / 3.6e6 * 500)
     assert bmf["cost-per-1k-tokens"]["value"] == pytest.approx(ms[0].j_per_out_token * 1000 / 3.6e6 * 0.2)
-    assert "per 1k output tokens: 0.05 gCO2e, cost 2e-05" in exporters.gab_json(ms, fp)[0]["extra"]
+    assert "per 1k output tokens: 0.0500 gCO2e, cost 2.00e-05" in exporters.gab_json(ms, fp)[0]["extra"]
     assert "(grid 500 gCO2e/kWh, price 0.2/kWh)" in exporters.gab_json(ms, fp)[0]["extra"]
     md = exporters.markdown_summary(ms, footprint=fp)
     assert "| gCO2e/1k tok | cost/1k tok |" in md

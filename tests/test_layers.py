@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_joules"
 
 #: lowest first; a module's layer is the first entry its dotted path (under pytest_joules.) starts with
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "values", "paths", "_aliases", "__init__"),
+    ("errors", "values", "paths", "numbers", "_aliases", "__init__"),
     ("judge",),
     ("engines", "meters", "sim"),
     ("hookspecs", "builtin", "registry", "probes"),

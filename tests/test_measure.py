@@ -72,7 +72,7 @@ def test_assert_helpers_compare_with_baseline_and_model():
     m.baseline_rounds = [1.0, 1.0, 1.0]
     assert m.assert_no_regression(0.05).status == "pass"
     m.baseline_rounds = [0.9, 0.9, 0.9]  # now is 11% above
-    with pytest.raises(AssertionError, match=r"^energy regression \+11\.1% \(tolerance 5%\): t: J/output-token baseline 0\.9, now 1\n"):
+    with pytest.raises(AssertionError, match=r"^energy regression \+11\.1% \(tolerance 5%\): t: J/output-token baseline 0\.900, now 1\.00\n"):
         m.assert_no_regression(0.05)
     with pytest.raises(AssertionError, match="no fitted model"):
         m.assert_matches_model()

@@ -14,6 +14,7 @@ from pytest_joules.cli import main
 from pytest_joules.errors import ConfigError
 from pytest_joules.report.heatmap import heatmap
 from pytest_joules.report.models import models_table, sweet_spot_table
+from pytest_joules.numbers import sig, tokens
 from pytest_joules.report.plot import save_plot
 
 GRID = [64, 256, 1024, 4096]
@@ -55,7 +56,7 @@ def test_heatmap_cells_best_mark_and_holes():
     best = max(by_cell, key=by_cell.get)
     marked = [(n, GRID[j]) for n in GRID for j, cell in enumerate(body[str(n)]) if cell.startswith("★")]
     assert marked == [best]
-    assert body["64"][0] == f"{by_cell[(64, 64)]:.4g}"  # 4 significant digits, as every table
+    assert body["64"][0] == sig(by_cell[(64, 64)])  # 3 significant figures, as every figure shown
     assert text.count("★") == 2  # the best cell and the caption
 
 
@@ -64,15 +65,15 @@ def test_heatmap_colour_grades_worst_red_best_green():
     table = heatmap([Point(64, 64, 1.0), Point(64, 128, 0.1), Point(128, 64, 0.5)])
     colours = {seg.text.strip(): seg.style.bgcolor.get_truecolor() for seg in console.render(table)
                if seg.style is not None and seg.style.bgcolor is not None and seg.text.strip()}
-    assert tuple(colours["1"]) == (0xC0, 0x39, 0x2B)  # worst: 1 token/J, red
-    assert tuple(colours["★ 10"]) == (0x27, 0xAE, 0x60)  # best: 10 tokens/J, green
-    red, green, _ = colours["2"]  # log scale: 2 tokens/J is 30% of the way, between red and amber
+    assert tuple(colours["1.00"]) == (0xC0, 0x39, 0x2B)  # worst: 1 token/J, red
+    assert tuple(colours["★ 10.0"]) == (0x27, 0xAE, 0x60)  # best: 10 tokens/J, green
+    red, green, _ = colours["2.00"]  # log scale: 2 tokens/J is 30% of the way, between red and amber
     assert 0xC0 < red < 0xF3 and 0x39 < green < 0x9C
 
 
 def test_heatmap_single_point_and_repeated_measurements():
     text = render(heatmap([Point(64, 64, 0.5), Point(64, 64, 0.25), Point(64, 64, 1.0)]))
-    assert rows(text)["64"] == ["★ 2"]  # median 0.5 J/token -> 2 tokens/J
+    assert rows(text)["64"] == ["★ 2.00"]  # median 0.5 J/token -> 2 tokens/J
 
 
 # -- model tables --------------------------------------------------------------------------------------
@@ -84,20 +85,20 @@ def test_models_and_sweet_spot_tables():
         assert m.name in text and f"{m.mape:.2%}" in text and f"{m.loo_mape:.2%}" in text
     assert "θ5 = " in text and "a = " in text
     spots = render(sweet_spot_table(models, [64, 1024, 100_000], title="Sweet"))
-    body = rows(spots)
+    lines = [line.split() for line in spots.splitlines()]
+    at = next(i for i, cells in enumerate(lines) if cells[:2] == ["1024", "flops"])
     memflops = models[1].sweet_spot(1024)
-    # two paper models: n_out* and J/out-token each (tok/J, their inverse, only for a single model)
-    assert body["1024"][2] == f"{memflops.n_out_opt:.0f}"
-    assert body["1024"][3] == f"{memflops.j_per_out_token_min:.4g}"
-    assert "100000 (outside fit)" in body
+    # two paper models: a row each under the n_in (80 columns hold it), three significant figures
+    assert lines[at + 1][:3] == ["memflops", tokens(memflops.n_out_opt), sig(memflops.j_per_out_token_min)]
+    assert ["100000*", "flops"] in [cells[:2] for cells in lines]
     assert "linear: no sweet spot" in spots
-    assert "n_in (outside fit)" in spots
+    assert "* beyond the measured lengths" in spots
 
 
 def test_sweet_spot_table_shows_missing_optimum():
     model = FittedModel("flops", (0.05, 2e-7, 1e-5, 3e-4, 0.0), 0.01, 0.02, 9, (64, 512), (64, 512))
     text = render(sweet_spot_table([model], [64], title="Sweet"))
-    assert rows(text)["64"] == ["none", "—", "—"]
+    assert [line.split() for line in text.splitlines() if line.strip().startswith("64")] == [["64", "none", "—", "—"]]
     assert "θ4 = 0" in text
 
 
@@ -166,7 +167,7 @@ def test_scattered_lengths_are_binned_to_powers_of_two(tmp_path):
     assert "n_in and n_out binned to the nearest power of two" in text
     # each bin shows the median of its points: check one bin against a direct computation
     in_bin = [p.j_per_out_token for p in pts if 2 ** round(np.log2(p.n_in)) == 512 and 2 ** round(np.log2(p.n_out)) == 256]
-    assert body["512"][2].lstrip("★ ") == f"{1 / float(np.median(in_bin)):.4g}"
+    assert body["512"][2].lstrip("★ ") == sig(1 / float(np.median(in_bin)))
 
 
 def test_few_distinct_lengths_are_not_binned():

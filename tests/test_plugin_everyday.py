@@ -73,10 +73,17 @@ def test_a_regressions_first_line_leads_with_the_verdict_and_the_change_and_is_p
 def test_the_verdict_failure_text_puts_the_change_first():
     from pytest_joules.judge.verdict import REGRESSION, Verdict
 
-    v = Verdict(REGRESSION, current=0.1102, baseline=0.1, delta=0.102, tolerance=0.05, detail="significant: ...")
+    v = Verdict(REGRESSION, current=0.1102, baseline=0.1, delta=0.102, tolerance=0.05, detail="significant: ...",
+                ci_low=0.071, ci_high=0.124)
     assert v.failure("test_chat_turn") == (
-        "energy regression +10.2% (tolerance 5%): test_chat_turn: J/output-token baseline 0.1, now 0.1102\n"
-        "  significant: ...")
+        "energy regression +10.2% (tolerance 5%): test_chat_turn: J/output-token baseline 0.100, now 0.110\n"
+        "  beyond the noise: the rounds put the change between +7.1% and +12.4%")
+    # the statistics at -v; a name that would push the first line past 100 characters goes below it
+    long = "test_summarize_email_thread[n_in=2048-n_out=128]::quarter-length-of-the-thread"
+    text = v.failure(long, verbose=True)
+    first, second, _, stats = text.splitlines()
+    assert len(first) <= 100 and first.startswith("energy regression +10.2% (tolerance 5%): J/output-token")
+    assert second == f"  test: {long}" and stats == "  statistics: significant: ..."
     # a change that would read as the tolerance itself gets a second decimal
     near = Verdict(REGRESSION, current=1.0504, baseline=1.0, delta=0.0504, tolerance=0.05)
     assert near.failure("t").startswith("energy regression +5.04% (tolerance 5%): t:")

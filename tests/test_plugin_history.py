@@ -96,8 +96,10 @@ def test_autosave_keeps_every_run_numbered_beside_the_baselines(proj, capsys):
     first.stdout.fnmatch_lines(["run 0001 saved to *.joules/0001_*_nogit.json*"])
     second = proj.runpytest("--joules", "--joules-autosave", "--joules-sim-slowdown", "1.5")
     second.stdout.fnmatch_lines(["run 0002 saved to *"])
-    saved = sorted(p.name for p in (proj.path / ".joules").iterdir() if p.name != ".joules.lock")  # filelock keeps its file
+    # filelock keeps its file; the folder ignores itself in git (local history, not source)
+    saved = sorted(p.name for p in (proj.path / ".joules").iterdir() if p.name not in (".joules.lock", ".gitignore"))
     assert [n[:5] for n in saved] == ["0001_", "0002_"]
+    assert (proj.path / ".joules" / ".gitignore").read_text().splitlines()[-1] == "*"
     doc = json.loads((proj.path / ".joules" / saved[1]).read_text())
     assert doc["schema"] == "pytest-joules/results/1" and len(doc["results"]) == 3 and doc["machine"]["host"]
 

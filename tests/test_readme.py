@@ -19,3 +19,24 @@ def test_the_public_torch_is_called_the_cuda_build_and_the_cpu_index_is_given():
     head = README[:README.index("Energy regression tests for LLM inference")]
     assert "is the CUDA build" in head
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in head
+
+
+def test_the_readme_says_what_the_tool_is_before_its_first_command():
+    first_code = README.index("```")
+    intro = README[:first_code]
+    assert "pytest plugin" in intro and "joules per output token" in intro
+    assert README[first_code:].startswith("```bash\n# 1.")  # the two set-up commands come first
+
+
+def test_links_stay_inside_the_repository():
+    import re
+
+    root = Path(__file__).parent.parent
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        assert "../shared" not in text, doc
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path = (doc.parent / target).resolve()
+            assert path.is_relative_to(root.resolve()) and path.exists(), (doc.name, target)

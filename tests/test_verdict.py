@@ -180,7 +180,7 @@ def _measurement(values: list[float], baseline: list[float] | None) -> Measureme
 
 def test_assert_no_regression_uses_the_statistics():
     m = _measurement(rounds(20, 3, 1.10, 0.01), rounds(21, 3, 1.0, 0.01))
-    with pytest.raises(AssertionError, match=r"^energy regression \+\d+\.\d% \(tolerance 5%\): test_energy: J/output-token baseline .*\n  significant"):
+    with pytest.raises(AssertionError, match=r"^energy regression \+\d+\.\d% \(tolerance 5%\): test_energy: J/output-token baseline .*\n  beyond the noise"):
         m.assert_no_regression(0.05)
     noisy = _measurement(rounds(22, 5, 1.0, 0.10), rounds(23, 5, 1.0, 0.10))
     assert noisy.assert_no_regression(0.05).status == NOISY  # reported, not failed

@@ -27,6 +27,8 @@ SUBCOMMANDS = {
     "export": "export",
     "list": "listing",
     "history": "history",
+    "report": "report",
+    "dashboard": "dashboard",
 }
 
 

@@ -75,9 +75,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Compare the J/output-token of two results JSON files (from `pytest --joules "
         "--joules-json` or `joules sweep`) with the same verdicts as the pytest plugin.",
     )
-    p.add_argument("old", metavar="OLD", help="the reference results: a JSON file (e.g. from the main branch) "
-                   "or a saved run id (0003, last~1)")
-    p.add_argument("new", metavar="NEW", help="the results to judge: a JSON file or a saved run id (last)")
+    p.add_argument("old", metavar="OLD", help="the reference results: a results JSON (e.g. from the main branch), "
+                   "a baseline file (baselines/<device>/<engine>-<model>.json) or a saved run id (0003, last~1)")
+    p.add_argument("new", metavar="NEW", help="the results to judge: a results JSON, a baseline file or a saved run id (last)")
     p.add_argument("--fail", action="store_true", help="exit 1 when any result regressed or has no valid reading")
     p.add_argument(
         "--tolerance", type=tolerance_arg, default=None, metavar="T",
@@ -89,6 +89,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="compare even when the two files come from different device fingerprints",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print each verdict's statistics")
     from ..store import runs
 
     runs.add_storage_argument(p)  # OLD and NEW may name saved runs: 0003, last, last~1
@@ -225,13 +226,48 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
     }
 
 
-def _print_table(report: CompareReport) -> None:
-    from rich import box
+#: the compact headers of narrow terminals and CI logs (the title says J/output-token)
+_SHORT = {"old J/tok": "old", "new J/tok": "new"}
+
+
+def _grid_free(name: str, n_in: int, n_out: int) -> str:
+    """The name without its grid id: n_in and n_out have their own columns."""
+    grid = f"n_in={n_in}-n_out={n_out}"
+    return name.replace(f"[{grid}]", "").replace(f"[{grid}-", "[").replace(f"-{grid}]", "]").replace(f"-{grid}-", "-")
+
+
+def _layout(width: int, names: list[str], cells: list[dict[str, str]], figures: list[str]) -> tuple[list[str], int, bool, int]:
+    """(columns, room for names, short headers, gap): the widest form in which every name fits on
+    one line, then wrapped once at its joints; the range column goes only when even that fails."""
     from rich.cells import cell_len
+
+    from ..report.names import break_name
+
+    def room(columns: list[str], short: bool, gap: int) -> int:
+        def head(c: str) -> str:
+            return _SHORT.get(c, c) if short else c
+
+        used = sum(max([cell_len(head(c)), *(cell_len(r[c]) for r in cells)]) + gap for c in columns)
+        return width - used - (2 if gap == 2 else 0)
+
+    def lines(left: int) -> int:
+        return max((len(break_name(n, left).splitlines()) for n in names), default=1)
+
+    for columns in (figures, [c for c in figures if c != "range"]):
+        for short, gap, most in ((False, 2, 1), (True, 2, 1), (True, 1, 1), (True, 1, 2)):
+            left = room(columns, short, gap)
+            if lines(left) <= most:
+                return columns, left, short, gap
+    return columns, max(left, 12), True, 1
+
+
+def _print_table(report: CompareReport, verbose: bool = False) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from ..numbers import sig
     from ..report.names import break_name
 
     # a terminal's width, or COLUMNS when piped; without either a log is wide enough for the names
@@ -244,43 +280,61 @@ def _print_table(report: CompareReport) -> None:
     for m in report.matches:
         v = m.verdict
         ci = f"{v.ci_low:+.1%}..{v.ci_high:+.1%}" if v.ci_low is not None and v.ci_high is not None else "-"
+        delta = "-" if v.delta is None else f"{v.delta:+.1%}"
         rows.append((m.name, {"n_in": str(m.workload.n_in), "n_out": str(m.workload.n_out),
-                              "old J/tok": _j(_median(_values(m.old))), "new J/tok": _j(_median(_values(m.new))),
-                              "delta": _pct(v.delta), "95% CI": ci, "verdict": v.status}))
-    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "95% CI", "verdict"]
-
-    def room(columns: list[str]) -> int:  # cells left for the names: figures, two spaces between columns
-        return console.width - sum(max([cell_len(c), *(cell_len(r[c]) for _, r in rows)]) + 2 for c in columns) - 2
-
-    # each file once, as a row of its own, and the tests below it by name: a node id in full is
-    # wider than most terminals leave; the CI goes first when even the names do not fit
+                              "old J/tok": sig(_median(_values(m.old)), none="-"),
+                              "new J/tok": sig(_median(_values(m.new)), none="-"),
+                              "delta": delta, "range": ci, "verdict": v.status}))
+    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "range", "verdict"]
+    # each file once, as a row of its own, and the tests below it by name (indented two cells): a
+    # node id in full is wider than most terminals leave
     files = [name.partition("::") for name, _ in rows]
-    longest = max((len(test or path) + 2 for path, _, test in files), default=4)
-    if room(figures) < longest:
-        figures.remove("95% CI")
-    left = max(room(figures), 12)
+    tests = [_grid_free(test, int(c["n_in"]), int(c["n_out"])) for (_, _, test), (_, c) in zip(files, rows)]
+    names = [f"  {t}" if sep else path for (path, sep, _), t in zip(files, tests)]
+    names += sorted({path for path, sep, _ in files if sep})
+    figures, left, short, gap = _layout(console.width, names, [c for _, c in rows], figures)
     table = Table(title=Text(f"J/output-token{sim}"), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True)
+                  collapse_padding=True, padding=(0, 1 if gap == 2 else 0), show_edge=gap == 2)
     table.add_column("test", overflow="fold", max_width=left)
     for col in figures:
-        table.add_column(col, justify="left" if col == "verdict" else "right", no_wrap=True)
+        table.add_column(_SHORT.get(col, col) if short else col, justify="left" if col == "verdict" else "right",
+                         no_wrap=True)
     current = None
-    for (path, sep, test), (_, cells) in zip(files, rows):
+    for (path, sep, _), test, (_, cells) in zip(files, tests, rows):
         if sep and path != current:
             table.add_row(Text(break_name(path, left), style="bold"))
             current = path
         shown = break_name(test, left - 2).replace("\n", "\n  ") if sep else break_name(path, left)
         table.add_row(Text(("  " if sep else "") + shown), *(
             Text(cells[c], style=style.get(cells[c], "")) if c == "verdict" else cells[c] for c in figures))
-    console.print(table)
+    with console.capture() as captured:
+        console.print(table)
+    # no padding at the ends of lines: a log is read, diffed and grepped
+    sys.stdout.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+    if "range" in figures and any(m.verdict.ci_low is not None for m in report.matches):
+        # the level the verdicts were judged at, as judge() states it in each verdict's detail
+        import re
+
+        levels = sorted({found.group(1) for m in report.matches
+                         if (found := re.search(r"([\d.]+%) CI of the change", m.verdict.detail))})
+        console.print(f"range: the change these rounds allow, with {' or '.join(levels) or '95%'} confidence",
+                      markup=False, style="dim")
     for m in report.matches:
-        if m.verdict.status in _EXPLAINED:
-            console.print(f"{m.name}: {m.verdict.status}: {m.verdict.detail}", markup=False)
+        # a regression's or an improvement's row says it all; why a result could not be judged does not
+        if m.verdict.status in (_EXPLAINED if verbose else _EXPLAINED - {REGRESSION, IMPROVED}):
+            v = m.verdict
+            why = v.plain() or v.detail
+            change = f" {v.delta:+.1%}" if v.delta is not None else ""
+            console.print(f"{m.name}: {v.status}{change}: {why}", markup=False)
+            if verbose and v.detail and why != v.detail:
+                console.print(f"  statistics: {v.detail}", markup=False)
     for label, unmatched in (("only in OLD", report.only_old), ("only in NEW", report.only_new)):
         if unmatched:
             console.print(f"{label} ({len(unmatched)}):", markup=False)
             for r in unmatched:
-                console.print(f"  {r.name} (n_in={r.workload.n_in}, n_out={r.workload.n_out}, requests={r.workload.requests})", markup=False)
+                workload = f"(n_in={r.workload.n_in}, n_out={r.workload.n_out}, requests={r.workload.requests})"
+                line = f"  {r.name} {workload}"  # the workload on a line of its own where both do not fit
+                console.print(line if len(line) <= console.width else f"  {r.name}\n    {workload}", markup=False)
     for note in report.notes:
         console.print(f"note: {note}", markup=False)
     statuses = sorted({m.verdict.status for m in report.matches})
@@ -289,11 +343,12 @@ def _print_table(report: CompareReport) -> None:
 
 
 def _read(arg: str, args: argparse.Namespace) -> ResultsFile:
-    """A results file, or a run saved by --joules-autosave (`0003`, `last`, `last~1`)."""
+    """A results file, a baseline file, or a run saved by --joules-autosave (`0003`, `last`, `last~1`)."""
     from ..store import runs
+    from ..store.baseline_view import read_results_or_baselines
 
     storage = runs.storage_from(args) if runs.is_run_spec(arg) and not os.path.exists(arg) else None
-    return read_results(runs.results_path(arg, storage))
+    return read_results_or_baselines(runs.results_path(arg, storage))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -306,5 +361,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_to_json(report), indent=2))
     else:
-        _print_table(report)
+        _print_table(report, verbose=args.verbose)
     return 1 if args.fail and report.failed else 0

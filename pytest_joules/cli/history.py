@@ -57,22 +57,32 @@ def run(args: argparse.Namespace) -> int:
         from ..report.plot import save_trend
 
         save_trend(args.plot, series)  # before printing: a missing matplotlib fails without half an output
+    import os
+
+    from ..numbers import sig
+    from ..report.names import break_name
+
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 80
     for s in series:
         sim = " (SIMULATED)" if s.simulated else ""
         batch = f" max_batch_size={s.max_batch_size}" if s.max_batch_size is not None else ""
         values = [p.j_per_out_token for p in s.points]
-        print(f"{s.name}: n_in={s.n_in} n_out={s.n_out} requests={s.requests}{batch}{sim}")
-        print(f"  trend {sparkline(values)}  ({len(s.points)} run(s))")
-        print(f"  {'run':<6} {'created (UTC)':<20} {'commit':<14} {'J/out-token':>12} {'vs prev':>8} {'vs first':>9}  verdict")
+        print(break_name(s.name + ":", width))  # a long node id breaks at its joints, not anywhere
+        print(f"  n_in={s.n_in} n_out={s.n_out} requests={s.requests}{batch}{sim}")
+        print(f"  trend {sparkline(values)}  ({len(s.points)} run{'s' if len(s.points) != 1 else ''})")
+        rows = [["run", "created (UTC)", "commit", "J/out-token", "vs prev", "vs first", "verdict"]]
         first = next((v for v in values if v is not None), None)
         previous = None
         for p in s.points:
             commit = "-" if not p.commit else p.commit[:7] + ("+dirty" if p.dirty else "")
-            j = "-" if p.j_per_out_token is None else f"{p.j_per_out_token:.5g}"
-            created = (p.created or "-").replace("+00:00", "")
-            print(f"  {p.run:<6} {created:<20} {commit:<14} {j:>12} {_change(p.j_per_out_token, previous):>8} "
-                  f"{_change(p.j_per_out_token, first):>9}  {p.verdict or '-'}")
+            created = (p.created or "-").replace("+00:00", "").replace("T", " ")[:16]
+            rows.append([p.run, created, commit, sig(p.j_per_out_token, none="-"),
+                         _change(p.j_per_out_token, previous), _change(p.j_per_out_token, first), p.verdict or "-"])
             previous = p.j_per_out_token if p.j_per_out_token is not None else previous
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  " + "  ".join(c.rjust(w) if 3 <= i <= 5 else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     if args.plot:
         print(f"trend drawn to {args.plot}")
     for note in notes:

@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from ..numbers import sig
 from ..errors import ConfigError, DataError
 from .argtypes import check_writable, non_negative_int, positive_float, positive_int, requests, seconds
 
@@ -177,9 +178,9 @@ def _results_table(measurements: list[Any], title: str) -> Any:
         table.add_column("notes")
     for m, note in zip(measurements, notes):
         w = m.workload
-        table.add_row(  # 4 significant digits, as the other tables
-            str(w.n_in), str(w.n_out), fmt(m.j_per_out_token, ".4g"), fmt(m.tokens_per_joule, ".4g"),
-            fmt(m.avg_watts, ".0f"), fmt(m.seconds, ".4g"), fmt(m.spread, ".1%"), *([note] if table.columns[-1].header == "notes" else []),
+        table.add_row(  # 3 significant figures, as every figure shown
+            str(w.n_in), str(w.n_out), sig(m.j_per_out_token), sig(m.tokens_per_joule),
+            sig(m.avg_watts), sig(m.seconds), fmt(m.spread, ".1%"), *([note] if table.columns[-1].header == "notes" else []),
         )
     return table
 

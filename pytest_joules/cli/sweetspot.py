@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..numbers import sig, tokens
 from .argtypes import DeprecatedAlias, token_list
 
 
@@ -80,8 +81,9 @@ def _rows(model: Any, n_in: list[int]) -> list[tuple[str, ...]]:
             continue
         if not s.inside_range:
             notes.append(f"n_out* outside the fitted {model.n_out_range[0]}–{model.n_out_range[1]}")
-        rows.append((str(s.n_in), f"{s.n_out_opt:.1f}", f"{s.j_per_out_token_min:.4g}",
-                     f"{s.tokens_per_joule_max:.4g}", "; ".join(notes) or "inside the fitted range"))
+        # the same rounding as the plugin's sweet-spot table (numbers.tokens / numbers.sig)
+        rows.append((str(s.n_in), tokens(s.n_out_opt), sig(s.j_per_out_token_min),
+                     sig(s.tokens_per_joule_max), "; ".join(notes) or "inside the fitted range"))
     return rows
 
 

@@ -34,6 +34,7 @@ from typing import Sequence
 
 from . import stats
 from ..errors import ConfigError
+from ..numbers import sig
 
 PASS = "pass"
 REGRESSION = "regression"
@@ -88,16 +89,43 @@ class Verdict:
             + (f" ({self.detail})" if self.detail else "")
         )
 
-    def failure(self, name: str, what: str = "J/output-token") -> str:
+    def failure(self, name: str, what: str = "J/output-token", verbose: bool = False) -> str:
         """A failing test's message. The first line leads with the verdict and the change, since
-        it is all that pytest's one-line summaries (`-q`, `-rf`, CI annotations) keep."""
+        it is all that pytest's one-line summaries (`-q`, `-rf`, CI annotations) keep, and fits
+        `FIRST_LINE` characters (the test's name moves to the second line when it would not); the
+        next line says in plain words why; the statistics (`detail`) follow only when `verbose`."""
         head = f"energy {self.status}"
         if self.delta is not None and self.tolerance is not None:
             head += f" {change_text(self.delta, self.tolerance)} (tolerance {percent_text(self.tolerance)})"
-        head += f": {name}"
+        figures = ""
         if self.baseline is not None and self.current is not None:
-            head += f": {what} baseline {self.baseline:.6g}, now {self.current:.6g}"
-        return head + (f"\n  {self.detail}" if self.detail else "")
+            figures = f": {what} baseline {sig(self.baseline)}, now {sig(self.current)}"
+        lines = [f"{head}: {name}{figures}"]
+        if len(lines[0]) > FIRST_LINE:
+            lines = [head + figures, f"  test: {name}"]
+        why = self.plain()
+        if why:
+            lines.append(f"  {why}")
+        if self.detail and (verbose or not why):
+            lines.append(f"  {'statistics: ' if why else ''}{self.detail}")
+        return "\n".join(lines)
+
+    def plain(self) -> str:
+        """Why, in plain words (the statistics are in `detail`, the JSON and the docs)."""
+        if self.status in (REGRESSION, IMPROVED) and self.ci_low is not None and self.ci_high is not None:
+            return (f"beyond the noise: the rounds put the change between {self.ci_low:+.1%} and "
+                    f"{self.ci_high:+.1%}")
+        if self.status in (REGRESSION, IMPROVED) and self.delta is not None:
+            return "judged on the tolerance alone: too few rounds to tell the change from noise (use 3 or more)"
+        if self.status == NOISY and self.resolution is not None and self.tolerance is not None:
+            return (f"too noisy to judge a {percent_text(self.tolerance)} change: these rounds tell apart only "
+                    f"changes over {self.resolution:.1%}; measure more rounds (--joules-max-seconds) or quieten "
+                    "the engine")
+        return ""
+
+
+#: the longest first line of a failure (pytest's one-line summaries and CI annotations keep only it)
+FIRST_LINE = 100
 
 
 def percent_text(fraction: float) -> str:

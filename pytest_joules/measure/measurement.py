@@ -180,11 +180,15 @@ class Measurement:
         err = self.model_error
         assert err is not None
         if err > tolerance:
-            raise AssertionError(
-                f"{self.name or self.workload.label()}: J/output-token {self.j_per_out_token:.6g} is "
-                f"{err:.2%} from the {self.model_name or 'model'} prediction {self.prediction:.6g} "
-                f"(tolerance {tolerance:.2%})"
-            )
+            from ..judge.verdict import FIRST_LINE, percent_text
+            from ..numbers import sig
+
+            name = self.name or self.workload.label()
+            figures = (f"J/output-token {sig(self.j_per_out_token)} is {err:.1%} from the "
+                       f"{self.model_name or 'model'} prediction {sig(self.prediction)} (tolerance {percent_text(tolerance)})")
+            # the first line fits FIRST_LINE characters: a long name goes to the second
+            text = f"{name}: {figures}" if len(name) + 2 + len(figures) <= FIRST_LINE else f"{figures}\n  test: {name}"
+            raise AssertionError(text)
         return err
 
     def _assert_valid(self) -> None:

@@ -120,7 +120,12 @@ class Judging:
             return judged
         readable = self._compare(m, tol, judged)
         if readable and self.options.update_baselines:  # never write over a file we cannot read
-            self._stage(m, judged)
+            if m.baseline_rounds and m.verdict is not None and m.verdict.status == V.PASS and not judged.baseline_note:
+                from ..store.baselines import KEPT
+
+                judged.baseline_note = KEPT  # no change to record: the entry stays byte for byte
+            else:
+                self._stage(m, judged)
         self._predict(m, judged, model_tolerance)
         return judged
 
@@ -167,7 +172,7 @@ class Judging:
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             judged.baseline_note = found.note
         if m.verdict.failed and not self.options.update_baselines:
-            judged.failures.append(m.verdict.failure(test_name(key)))
+            judged.failures.append(m.verdict.failure(test_name(key), verbose=self.options.verbosity >= 1))
         elif m.verdict.status == V.NEW and self.options.new_fails and not self.options.update_baselines:
             judged.failures.append(
                 f"energy new (--joules-new-fails): {test_name(key)}: {m.verdict.detail}; record its baseline "

@@ -47,6 +47,8 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-no-step-summary", "flag", "do not append the Markdown summary to $GITHUB_STEP_SUMMARY"),
     ("--joules-autosave", "flag", "keep this run's results, numbered, in .joules/ beside the baselines directory "
      "(`joules list`, `joules compare last~1 last`, `joules history TEST`)"),
+    ("--joules-no-hints", "flag", "leave out the summary's advice: the `joules calibrate` suggestion and the "
+     "sweet-spot table (ini: joules_no_hints = true)"),
     ("--joules-grid-intensity", "value", "grid carbon intensity in gCO2e/kWh (a value you state, no look-up): "
      "reports gCO2e per 1,000 output tokens"),
     ("--joules-price", "value", "electricity price per kWh, in your currency: reports the cost per 1,000 output tokens"),
@@ -128,6 +130,10 @@ class JoulesOptions:
     no_step_summary: bool = False
     #: --joules-autosave: keep every run under `autosave_dir()`
     autosave: bool = False
+    #: --joules-no-hints: no calibrate suggestion, no sweet-spot table in the summary
+    no_hints: bool = False
+    #: pytest's -v count: a failure shows its statistics from 1 on
+    verbosity: int = 0
     #: --joules-grid-intensity (gCO2e/kWh) and --joules-price (per kWh): see footprint.py
     grid_intensity: float | None = None
     price: float | None = None
@@ -328,6 +334,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-engine-option": parse_engine_options,
         "--joules-no-step-summary": parse_bool,
         "--joules-autosave": parse_bool,
+        "--joules-no-hints": parse_bool,
         "--joules-grid-intensity": parse_amount,
         "--joules-price": parse_amount,
     }
@@ -347,6 +354,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
             where = f" in {config.inipath}" if config.inipath else ""
             raise pytest.UsageError(f"{exc} (set by the ini key {ini_key(flag)}{where})") from None
     _settle_engine_options(config, values)
+    values["verbosity"] = int(config.getoption("verbose", 0) or 0)
     if "seed" not in values:
         values["seed"], values["seed_given"] = random_seed(), False
     if "baselines" not in values and not values.get("enabled"):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..numbers import sig
 from ..judge import stats
 from ..errors import DataError
 from .footprint import Footprint
@@ -167,9 +168,9 @@ def stated_footprint(items: Any, footprint: Footprint | None = None) -> Footprin
 def _footprint_text(r: ExportRow, footprint: Footprint) -> str | None:
     parts = []
     if r.gco2e_per_1k is not None:
-        parts.append(f"{r.gco2e_per_1k:.4g} gCO2e")
+        parts.append(f"{sig(r.gco2e_per_1k)} gCO2e")
     if r.cost_per_1k is not None:
-        parts.append(f"cost {r.cost_per_1k:.4g}")
+        parts.append(f"cost {sig(r.cost_per_1k)}")
     return f"per 1k output tokens: {', '.join(parts)} ({footprint.describe()})" if parts else None
 
 
@@ -200,8 +201,8 @@ def gab_json(items: ResultsFile | Iterable[Any], footprint: Footprint | None = N
         if s is not None and s.ci_low is not None:
             half = max(s.ci_high - s.median, s.median - s.ci_low)  # type: ignore[operator]
             entry["range"] = f"± {half:.4g}"
-            extra.append(f"median CI {s.ci_low:.6g}..{s.ci_high:.6g} (coverage {s.ci_coverage:.1%})")
-        extra.append(f"tokens/J: {_g(r.tokens_per_joule)}  avg W: {_g(r.avg_watts)}")
+            extra.append(f"median between {sig(s.ci_low)} and {sig(s.ci_high)} ({s.ci_coverage:.0%} confidence)")
+        extra.append(f"tokens/J: {sig(r.tokens_per_joule, none='-')}  avg W: {sig(r.avg_watts, none='-')}")
         if r.verdict:
             extra.append(f"verdict: {r.verdict}" + (f" ({r.delta:+.2%})" if r.delta is not None else ""))
         if _footprint_text(r, footprint):
@@ -337,9 +338,9 @@ def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-jo
     for r in rows:
         counts[r.verdict or "-"] = counts.get(r.verdict or "-", 0) + 1
         lines.append(
-            f"| {_cell(r.name)} | {r.n_in} | {r.n_out} | {_g(r.j_per_out_token, '.5g')} | {_g(r.tokens_per_joule)} "
-            f"| {_g(r.avg_watts, '.1f')} | {_g(r.spread, '.1%')} | {_g(r.delta, '+.2%')} | {r.verdict or '-'} |"
-            + (f" {_g(r.gco2e_per_1k)} |" if carbon else "") + (f" {_g(r.cost_per_1k)} |" if cost else "")
+            f"| {_cell(r.name)} | {r.n_in} | {r.n_out} | {sig(r.j_per_out_token, none='-')} | {sig(r.tokens_per_joule, none='-')} "
+            f"| {sig(r.avg_watts, none='-')} | {_g(r.spread, '.1%')} | {_g(r.delta, '+.1%')} | {r.verdict or '-'} |"
+            + (f" {sig(r.gco2e_per_1k, none='-')} |" if carbon else "") + (f" {sig(r.cost_per_1k, none='-')} |" if cost else "")
         )
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status != "-")
     lines += ["", f"{len(rows)} result(s)" + (f": {tally}" if tally else "")]

@@ -54,7 +54,9 @@ def coarsen(points: Sequence[Point], limit: int = MAX_AXIS) -> tuple[list[Point]
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.4g}" if value < 1000 else f"{value:,.0f}"  # 4 significant digits, as every table
+    from ..numbers import sig
+
+    return sig(value)  # 3 significant figures, as every figure shown
 
 
 def heatmap(points: Sequence[Point], title: str | Text = "Tokens per joule") -> Table:

@@ -9,10 +9,11 @@ leaves one line.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from rich import box
-from rich.console import Console, JustifyMethod
+from rich.console import Console, Group, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +21,7 @@ from ..judge import verdict as V
 from ..store.fingerprint import describe, fingerprint
 from .facts import Summary
 from .names import break_name
+from ..numbers import sig
 
 if TYPE_CHECKING:
     from ..store.record import ResultRecord
@@ -107,27 +109,62 @@ def _verdict_cell(r: ResultRecord) -> Text:
 #: optional columns, the first given up first when the test names need the room
 DROP_ORDER = ("tok/J", "avg W", "spread", "reqs", "rounds", "vs model")
 
+#: the compact form's headers (narrow terminals and CI logs): the README's table explains them
+SHORT = {"avg W": "W", "rounds": "rnd", "spread": "sprd", "vs base": "base", "vs model": "model"}
 
-def _columns(records: list[ResultRecord], width: int) -> tuple[list[tuple[str, JustifyMethod, int]], int]:
-    """The columns that fit `width` beside the longest test name, and the room left for names."""
-    shown = [c for c in COLUMNS if width >= c[2]]
-    # room for each test's own name; a "::label" of a second measurement may go on a line of its own
-    names = max((len(_label(r).split("::")[0]) for r in records), default=4)
-    for drop in (None, *DROP_ORDER):
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns shown, the cells left for test names, and the form: `short` headers, `gap`
+    spaces between columns, a requests value shared by every row said once (`requests_note`)."""
+
+    shown: list[tuple[str, JustifyMethod, int]]
+    room: int
+    short: bool = False
+    gap: int = 2
+    requests_note: str = ""
+
+
+def _lines_needed(records: list[ResultRecord], room: int) -> int:
+    return max((len(break_name(_label(r), room).splitlines()) for r in records), default=1)
+
+
+def _columns(records: list[ResultRecord], width: int) -> Layout:
+    """The first form, widest first, in which every test name fits (on one line, then wrapped
+    once at its joints); optional columns are given up only when even the most compact fails."""
+    wide = [c for c in COLUMNS if width >= c[2]]
+    room = width - _figures_width(records, wide)
+    if len(wide) == len(COLUMNS) - (width < 110) and _lines_needed(records, room) <= 1:
+        return Layout(wide, room)
+    shown = [c for c in COLUMNS if c[0] != "tok/J" or width >= 110]
+    note = ""
+    requests = {r.requests for r in records}
+    if len(requests) == 1:  # one value for every row: said once, under the table
+        shown = [c for c in shown if c[0] != "reqs"]
+        n = next(iter(requests))
+        note = f"{n} request{'s' if n != 1 else ''} each"
+    for short, gap, lines in ((False, 2, 1), (True, 2, 1), (True, 1, 1), (True, 1, 2)):
+        room = width - _figures_width(records, shown, gap, short)
+        if _lines_needed(records, room) <= lines:
+            return Layout(shown, room, short, gap, note)
+    for drop in DROP_ORDER:
         shown = [c for c in shown if c[0] != drop]
-        room = width - _figures_width(records, shown)
-        if room >= names:
+        room = width - _figures_width(records, shown, 1, True)
+        if _lines_needed(records, room) <= 2:
             break
-    return shown, max(room, 12)
+    return Layout(shown, max(room, 12), True, 1, note)
 
 
-def _figures_width(records: list[ResultRecord], shown: list[tuple[str, JustifyMethod, int]]) -> int:
-    """Cells taken by every column but the name's, with the two spaces between columns."""
+def _figures_width(records: list[ResultRecord], shown: list[tuple[str, JustifyMethod, int]], gap: int = 2,
+                   short: bool = False) -> int:
+    """Cells taken by every column but the name's, with the gaps between columns."""
     from rich.cells import cell_len
 
     rows = [_cells(r) for r in records]
-    widths = [max([cell_len(h), *(cell_len(str(row[h])) for row in rows)]) for h, _, _ in shown if h != "test"]
-    return sum(widths) + 2 * len(widths) + 2  # +2: the table's edge
+    widths = [max([cell_len(SHORT.get(h, h) if short else h), *(cell_len(str(row[h])) for row in rows)])
+              for h, _, _ in shown if h != "test"]
+    edge = 2 if gap == 2 else 0  # the tightest form has no edge
+    return sum(widths) + gap * len(widths) + edge
 
 
 def _cells(r: ResultRecord) -> dict[str, Any]:
@@ -136,9 +173,9 @@ def _cells(r: ResultRecord) -> dict[str, Any]:
         "n_in": str(r.n_in),
         "n_out": str(r.n_out),
         "reqs": str(r.requests),
-        "J/tok": _num(r.j_per_out_token, ".4g") + (HOST_BOUND_MARK if r.host_bound else ""),
-        "tok/J": _num(r.tokens_per_joule, ".4g"),
-        "avg W": _num(r.avg_watts, ".0f"),
+        "J/tok": sig(r.j_per_out_token) + (HOST_BOUND_MARK if r.host_bound else ""),
+        "tok/J": sig(r.tokens_per_joule),
+        "avg W": sig(r.avg_watts),
         "rounds": str(len(r.rounds)),
         "spread": _num(r.spread, ".1%"),
         "vs base": _delta(r),
@@ -147,24 +184,28 @@ def _cells(r: ResultRecord) -> dict[str, Any]:
     }
 
 
-def measurements_table(records: list[ResultRecord], width: int) -> Table:
+def measurements_table(records: list[ResultRecord], width: int) -> Group:
     first = records[0]
     simulated = any(r.simulated for r in records)
     title = "pytest-joules: energy per output token" + (" — SIMULATED device" if simulated else "")
     fp = fingerprint(first.engine, first.device, first.simulated)
-    shown, room = _columns(records, width)
-    # ids, names and paths are the user's: Text, never markup ("[/bold]" in an id is no tag)
-    table = Table(title=title, title_justify="left", caption=Text(describe(fp) + f" · meter {first.meter}"),
-                  caption_justify="left", title_style="bold red" if simulated else "bold", box=box.SIMPLE_HEAD, collapse_padding=True,
-                  pad_edge=False, header_style="bold")
+    layout = _columns(records, width)
+    shown, room = layout.shown, layout.room
+    meter = f"meter {first.meter}" + (f" · {layout.requests_note}" if layout.requests_note else "")
+    caption = [describe(fp) + f" · {meter}"] if layout.gap == 2 and not layout.short else [describe(fp), meter]
+    # ids, names and paths are the user's: Text, never markup ("[/bold]" in an id is no tag); title
+    # and caption are lines of their own, not wrapped to the figures' width
+    table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, header_style="bold",
+                  padding=(0, 1 if layout.gap == 2 else 0), show_edge=layout.gap == 2)
     for header, justify, _ in shown:
         # the figures keep their width; a test name too long for what they leave breaks between words
-        table.add_column(header, justify=justify, overflow="fold", no_wrap=header != "test")
+        table.add_column(SHORT.get(header, header) if layout.short else header, justify=justify,
+                         overflow="fold", no_wrap=header != "test")
     for r in records:
         cells = _cells(r)
         cells["test"] = Text(break_name(_label(r), room))
         table.add_row(*(cells[h] for h, _, _ in shown))
-    return table
+    return Group(Text(title, style="bold red" if simulated else "bold"), table, *(Text(c) for c in caption))
 
 
 def _shown_path(path: Any) -> str:
@@ -190,8 +231,8 @@ def _lines(title: str, records: Iterable[ResultRecord], style: str, render: Any)
 def _change(r: ResultRecord) -> str:
     v = r.verdict
     assert v is not None and v.baseline is not None and v.current is not None and v.delta is not None
-    return (f"{r.key}: baseline {v.baseline:.6g}, now {v.current:.6g} J/out-token, "
-            f"delta {v.delta:+.2%}, tolerance {v.tolerance or 0:.2%}")
+    return (f"{r.key}: {v.delta:+.1%} (tolerance {v.tolerance or 0:.0%}): baseline {sig(v.baseline)}, "
+            f"now {sig(v.current)} J/out-token")
 
 
 def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -> list[Text]:
@@ -208,7 +249,7 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
         if any(r.extrapolated for r in records):
             text.append("  (* outside the fitted range, not in the MAPE)", style="dim")
         lines.append(text)
-    else:
+    elif not getattr(state.options, "no_hints", False):
         from .suggest import no_model_lines
 
         lines += no_model_lines(state, records)  # the `joules calibrate` command, with its estimated time
@@ -247,9 +288,15 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
     # a regression is not listed here: its test failed, and the failure says it once, verdict first
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
                     lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}")
-    lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow",
-                    lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}"
-                    + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else ""))
+    def noisy(r: ResultRecord) -> str:
+        # plain words; the statistics at -v (and in the JSON)
+        v = r.verdict
+        why = (v.plain() or v.detail) if v else ""
+        if v and verbosity >= 1 and v.detail and v.detail != why:
+            why += f" (statistics: {v.detail})"
+        return f"{r.key}: {why}" + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else "")
+
+    lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow", noisy)
     host_bound = [r for r in records if r.host_bound]
     if host_bound:
         from ..measure.measurement import HOST_BOUND_FIX
@@ -263,6 +310,12 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
                         lambda r: f"{r.key}" + (f": {r.baseline_note}" if r.baseline_note else ""))
         lines += _lines(f"baselines saved to {_shown_path(state.options.baselines)}", (r for r in records if r.baseline_updated),
                         "cyan", lambda r: f"{r.key}")
+        from ..store.baselines import KEPT
+
+        kept = [r for r in records if r.baseline_note == KEPT]
+        if kept:  # one line, not a list: these are the tests whose energy did not change
+            lines.append(Text(f"baselines kept for {len(kept)} test(s) whose energy did not change (this run passes "
+                              "against them); delete an entry to record it anew", style="dim"))
     lines += _lines("baselines not saved: the test failed (fix it, then record again)",
                     (r for r in records if r.baseline_not_saved), "bold yellow", lambda r: f"{r.key}")
     return lines
@@ -346,19 +399,21 @@ def render(state: Summary, width: int, markup: bool, verbosity: int) -> str:
         return out.getvalue()
     console.print(measurements_table(records, width))
     model = state.model
-    if model is not None and verbosity >= 0:
+    if model is not None and verbosity >= 0 and not getattr(state.options, "no_hints", False):
         from .models import sweet_spot_table
 
         n_ins = sorted({int(r.n_in) for r in records if r.n_in})
         console.print()
-        console.print(sweet_spot_table([model], n_ins, title=f"Sweet spots ({model.name} model): n_out* minimizes J/out-token",
-                                       uncertainties=state.intervals))
+        console.print(sweet_spot_table([model], n_ins, title=f"Sweet spots ({model.name} model): "
+                                       "the n_out with the least J/out-token", uncertainties=state.intervals,
+                                       verbose=verbosity >= 1))
     console.print()
     for line in session_lines(state, records, verbosity):
         # on a terminal, sentences wrap between words (the terminal would cut them anywhere);
         # in a log they stay one line to grep, and indented lines (commands, test ids) stay whole
         console.print(line, soft_wrap=not markup or line.plain.startswith("  "))
-    return out.getvalue()
+    text = out.getvalue()
+    return text if markup else "\n".join(line.rstrip() for line in text.split("\n"))  # no padding in a log
 
 
 def write_summary(terminalreporter: Any, state: Summary) -> None:

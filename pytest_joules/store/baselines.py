@@ -68,6 +68,11 @@ FLUSH_EVERY_S = 60.0
 FLUSH_COST_RATIO = 20.0
 
 
+#: the note of a test whose re-measurement agrees with its baseline: the entry is left as it is,
+#: so re-recording changes only the entries whose energy changed (a quiet diff in review)
+KEPT = "baseline kept: this run agrees with it"
+
+
 class FingerprintMismatch(DataError):
     """The baseline file was recorded on another device or engine."""
 

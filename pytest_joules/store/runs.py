@@ -70,6 +70,7 @@ def save_run(storage: Path, document: dict[str, Any]) -> SavedRun:
     try:
         storage.mkdir(parents=True, exist_ok=True)
         with _locked(storage):
+            _ensure_ignored(storage)
             runs = list_runs(storage)
             number = (runs[-1].number + 1) if runs else 1
             path = storage / file_name(number, document)
@@ -77,6 +78,19 @@ def save_run(storage: Path, document: dict[str, Any]) -> SavedRun:
     except OSError as exc:
         raise DataError(f"--joules-autosave {storage}: cannot save the run: {exc.strerror or exc}") from None
     return SavedRun(number, path)
+
+
+#: written into the runs folder when it has none: saved runs are local history, not source
+GITIGNORE = "# pytest-joules: saved runs (--joules-autosave) are this machine's history, not source\n*\n"
+
+
+def _ensure_ignored(storage: Path) -> None:
+    """Give the folder a `.gitignore` that ignores everything in it (never over one that exists)."""
+    ignore = storage / ".gitignore"
+    if not os.path.lexists(ignore):
+        tmp = storage / ".gitignore.joules-tmp"  # under the lock: no other writer of this name
+        tmp.write_text(GITIGNORE, encoding="utf-8")
+        os.replace(tmp, ignore)
 
 
 def is_run_spec(text: str) -> bool:
