@@ -58,7 +58,12 @@ def round_to_dict(r: Round) -> dict[str, Any]:
         "problems": list(r.problems),
         "phases": {k: _clean(v) for k, v in r.phases.items()},
         "info": r.info,
+        "latency": _latency(r.latency),
     }
+
+
+def _latency(lat: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if lat is None else {k: _clean(v) for k, v in lat.items()}
 
 
 def verdict_to_dict(v: Verdict | None) -> dict[str, Any] | None:
@@ -95,6 +100,7 @@ def measurement_to_dict(m: Measurement) -> dict[str, Any]:
         "avg_watts": _clean(m.avg_watts),
         "spread": _clean(m.spread),
         "gpu_util": _clean(m.gpu_util),
+        "latency": _latency(m.latency),  # TTFT, TPOT, TPOT p90 (seconds), output tok/s: latency.py
         "host_bound": m.host_bound,
         "rounds_stopped": m.stopped or None,
         "confidence": m.confidence,
