@@ -272,6 +272,7 @@ class JoulesSession:
             failures.append(f"{key}: no valid measurement: " + ("; ".join(m.problems) or "no rounds"))
             return failures, extra
         readable = self._compare(m, key, tol, failures, extra)
+        self._judge_latency(m, key, failures, extra)
         if readable and self.options.update_baselines:  # never write over a file we cannot read
             self._record(m, key, failures, extra)
         self._predict(m, extra, model_tolerance, failures)
@@ -295,6 +296,7 @@ class JoulesSession:
             failures.append(f"baseline store: {exc}")
             return False
         m.baseline_rounds = list(found.entry.rounds) if found.entry else None
+        extra["baseline_latency"] = found.entry.latency if found.entry and not found.note else None
         m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
                             noisy_fails=self.options.noisy_fails)
         if found.note:  # recorded for another workload: not comparable
@@ -306,6 +308,18 @@ class JoulesSession:
             failures.append(f"energy new (--joules-new-fails): {test_name(key)}: {m.verdict.detail}; record its baseline "
                             "with --joules-update-baselines (a renamed test needs one under its new name)")
         return True
+
+    def _judge_latency(self, m: Measurement, key: str, failures: list[str], extra: dict[str, Any]) -> None:
+        """--joules-latency-tolerance: a test whose TTFT/TPOT grew (or tokens/s fell) beyond it fails."""
+        from .latency import regression
+
+        tol = self.options.latency_tolerance
+        if tol is None or self.options.update_baselines:
+            return
+        problem = regression(m.latency, extra.get("baseline_latency"), tol)
+        if problem:
+            extra["latency_regression"] = problem
+            failures.append(f"{test_name(key)}: {problem}")
 
     def rounds_rule(self, key: str, workload: Any, tolerance: float | None) -> Any:
         """The stopping rule of `--joules-rounds auto` for this test: resolve the comparison with
@@ -329,7 +343,7 @@ class JoulesSession:
         """Stage the rounds; they are written at the session's end (or when `due`, between tests),
         and dropped if the test fails (`test_done`)."""
         try:
-            self.store.stage(self.fingerprint, key, m.workload, m.round_values, m.spread)
+            self.store.stage(self.fingerprint, key, m.workload, m.round_values, m.spread, latency=m.latency)
             extra["baseline_updated"] = True
         except DataError as exc:
             failures.append(f"baseline store: {exc}")

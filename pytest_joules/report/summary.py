@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .. import latency
 from .. import verdict as V
 from ..fingerprint import describe, fingerprint
 from .names import break_name
@@ -46,6 +47,9 @@ COLUMNS = [
     ("J/tok", "right", 0),
     ("tok/J", "right", 110),
     ("avg W", "right", 92),
+    # latency beside energy (latency.py): median ms to the first token / per output token
+    ("TTFT/TPOT", "right", 0),
+    ("out tok/s", "right", 120),
     ("rounds", "right", 80),
     ("spread", "right", 86),
     ("vs base", "right", 0),
@@ -108,12 +112,12 @@ def _verdict_cell(r: dict[str, Any]) -> Text:
 
 
 #: optional columns, the first given up first when the test names need the room
-DROP_ORDER = ("tok/J", "avg W", "spread", "reqs", "rounds", "vs model")
+DROP_ORDER = ("tok/J", "out tok/s", "avg W", "spread", "reqs", "rounds", "vs model", "TTFT/TPOT")
 
 
 def _columns(records: list[dict[str, Any]], width: int) -> tuple[list[tuple[str, str, int]], int]:
     """The columns that fit `width` beside the longest test name, and the room left for names."""
-    shown = [c for c in COLUMNS if width >= c[2]]
+    shown = [c for c in COLUMNS if width >= c[2] and _has(records, c[0])]
     # room for each test's own name; a "::label" of a second measurement may go on a line of its own
     names = max((len(_label(r).split("::")[0]) for r in records), default=4)
     for drop in (None, *DROP_ORDER):
@@ -122,6 +126,14 @@ def _columns(records: list[dict[str, Any]], width: int) -> tuple[list[tuple[str,
         if room >= names:
             break
     return shown, max(room, 12)
+
+
+def _has(records: list[dict[str, Any]], header: str) -> bool:
+    """The latency columns only when some engine reported the figure (hf and trtllm may not)."""
+    if header not in ("TTFT/TPOT", "out tok/s"):
+        return True
+    keys = ("ttft_s", "tpot_s") if header == "TTFT/TPOT" else ("out_tok_per_s",)
+    return any((latency.from_record(r) or {}).get(k) is not None for r in records for k in keys)
 
 
 def _figures_width(records: list[dict[str, Any]], shown: list[tuple[str, str, int]]) -> int:
@@ -142,6 +154,8 @@ def _cells(r: dict[str, Any]) -> dict[str, Any]:
         "J/tok": _num(r.get("j_per_out_token"), ".4g") + (HOST_BOUND_MARK if r.get("host_bound") else ""),
         "tok/J": _num(r.get("tokens_per_joule"), ".4g"),
         "avg W": _num(r.get("avg_watts"), ".0f"),
+        "TTFT/TPOT": latency.cell(latency.from_record(r)),
+        "out tok/s": _num((latency.from_record(r) or {}).get("out_tok_per_s"), ".4g"),
         "rounds": str(len(r.get("rounds") or [])),
         "spread": _num(r.get("spread"), ".1%"),
         "vs base": _delta(r),
@@ -157,7 +171,10 @@ def measurements_table(records: list[dict[str, Any]], width: int) -> Table:
     fp = fingerprint(first.get("engine") or {}, first.get("device") or {}, bool(first.get("simulated")))
     shown, room = _columns(records, width)
     # ids, names and paths are the user's: Text, never markup ("[/bold]" in an id is no tag)
-    table = Table(title=title, title_justify="left", caption=Text(describe(fp) + f" · meter {first.get('meter')}"),
+    caption = describe(fp) + f" · meter {first.get('meter')}"
+    if any(h == "TTFT/TPOT" for h, _, _ in shown) and any(latency.from_record(r) for r in records):
+        caption += " · TTFT/TPOT: median ms to the first token / per output token"
+    table = Table(title=title, title_justify="left", caption=Text(caption),
                   caption_justify="left", title_style="bold red" if simulated else "bold", box=box.SIMPLE_HEAD, collapse_padding=True,
                   pad_edge=False, header_style="bold")
     for header, justify, _ in shown:
@@ -248,6 +265,8 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
         meters = ", ".join(sorted({str(r.get("meter")) for r in dry}))
         lines.append(Text(f"{DRY_RUN} (meter {meters}): {len(dry)} measurement(s) checked their token counts only; "
                           "their tests were skipped", style="yellow"))
+    lines += _lines("latency regressions (--joules-latency-tolerance)", (r for r in records if r.get("latency_regression")),
+                    "bold red", lambda r: f"{r.get('key')}: {r['latency_regression']}")
     # a regression is not listed here: its test failed, and the failure says it once, verdict first
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
                     lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}")
