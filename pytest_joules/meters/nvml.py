@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, InvalidMeasurement, MeterUnavailable
 from .base import MeterReading, MeterSpec, bool_option, number_option, reject_unknown_options
+from .nvml_devices import check_server_gpus, device_list, server_pids, with_server
 from .ticks import CounterStuck, Tick, settle, wait_for_ticks
 
 if TYPE_CHECKING:
@@ -419,6 +420,9 @@ class NvmlOptions:
     min_watts: float = 5.0
     idle_s: float = 0.0
     all_devices: bool = False
+    #: devices=0,1 or GPU-uuid,...: these GPUs (NVML indices or UUIDs), whatever the engine says;
+    #: how a server the plugin did not start (the openai engine) is metered
+    device_list: tuple[str, ...] = ()
     align: bool = True  # start and end each window on a counter tick (see `ticks`)
     poll_s: float = 0.0005  # how often to read the counter while waiting for a tick
     tick_timeout_s: float = 0.5  # a counter that does not move this long is stuck (default 5 update periods)
@@ -439,10 +443,13 @@ class NvmlOptions:
             raise ConfigError("nvml meter option sample_interval_s must be positive")
         values.setdefault("tick_timeout_s", max(0.5, 5 * values.get("update_period_s", cls.update_period_s)))
         devices = spec.options.get("devices", "engine")
-        if devices not in ("engine", "all"):
-            raise ConfigError(f"nvml meter option devices must be 'engine' or 'all', got {devices!r}")
+        listed = device_list(devices)
+        if devices not in ("engine", "all") and not listed:
+            raise ConfigError(f"nvml meter option devices must be 'engine', 'all' or a list of NVML indices or GPU "
+                              f"UUIDs (devices=0,1), got {devices!r}")
         align = bool_option("nvml", spec.options, "align", True)
-        return cls(**values, all_devices=devices == "all", align=align)
+        return cls(**values, all_devices=devices == "all", device_list=listed, align=align)
+
 
 
 class NvmlMeter:
@@ -862,16 +869,23 @@ def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = Nvml
     sleep used while waiting for counter ticks."""
     opt = NvmlOptions.from_spec(spec)
     refs = list(engine.devices())
-    if not refs and not opt.all_devices:
+    if not refs and not opt.all_devices and not opt.device_list:
         raise MeterUnavailable(
-            f"engine {engine.kind!r} reports no GPU (it runs on the CPU), so the nvml meter has "
-            "nothing to meter; use --joules-meter rapl or none, or meter option devices=all to "
-            "meter every visible GPU anyway"
+            f"engine {engine.kind!r} reports no GPU (it runs on the CPU, or serves from another process), so the "
+            "nvml meter has nothing to meter; name the GPUs with meter option devices=0,1 (NVML indices or UUIDs), "
+            "use --joules-meter rapl or none, or meter option devices=all to meter every visible GPU anyway"
         )
     api = open_api(api_factory)
     try:
         found: list[tuple[Any, str]] = []
-        if refs:
+        if opt.device_list:
+            for entry in opt.device_list:
+                try:
+                    found.append((api.handle_by_uuid(entry), f"uuid {entry} (meter option devices)") if entry.startswith("GPU-")
+                                 else (api.handle_by_index(int(entry)), f"NVML index {entry} (meter option devices)"))
+                except NvmlCallError as exc:
+                    raise MeterUnavailable(f"meter option devices: no GPU {entry} in NVML: {exc}") from None
+        elif refs:
             for ref in refs:
                 try:
                     found.append(resolve_device(api, ref, env))
@@ -889,6 +903,10 @@ def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = Nvml
         for handle, how in found:
             gpu = _probe_gpu(api, handle, how, opt)
             gpus.setdefault(gpu.label, gpu)  # the same GPU named twice is metered once
+        server = server_pids(engine)
+        if server:
+            check_server_gpus(api, engine, list(gpus.values()), server)
+            pids = with_server(pids, server)
         for gpu in gpus.values():
             if opt.idle_s > 0:
                 gpu.idle_w = _idle_watts(api, gpu, opt.idle_s, opt.sample_interval_s)

@@ -273,6 +273,11 @@ def session_lines(state: JoulesSession, records: list[dict[str, Any]], verbosity
     lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow",
                     lambda r: f"{r.get('key')}: {_verdict(r).get('detail', '')}"
                     + (f" (stopped: {r['rounds_stopped']})" if r.get("rounds_stopped") else ""))
+    idle = sorted({rd["info"]["idle_watts"] for r in records for rd in r.get("rounds") or []
+                   if isinstance(rd.get("info"), dict) and isinstance(rd["info"].get("idle_watts"), (int, float))})
+    if idle:  # nvml meter option idle_s: shown beside J/tok, never subtracted from it
+        lines.append(Text(f"idle power of the metered GPUs: {idle[0]:.4g} W, measured before the first test (meter "
+                          "option idle_s); J/tok includes it, each round's info has joules_above_idle", style="dim"))
     host_bound = [r for r in records if r.get("host_bound")]
     if host_bound:
         from ..measurement import HOST_BOUND_FIX
