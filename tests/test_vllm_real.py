@@ -104,6 +104,11 @@ def test_exact_counts_and_latency(joules_engine):
 '''
 
 
+@pytest.fixture(autouse=True)
+def _keep_pythonpath(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # restored after each test
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     from .tiny_llama import make
@@ -112,6 +117,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def _project(pytester) -> None:
+    os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's plugin (restored below)
     pytester.makeconftest(COUNTER_CONFTEST)
     pytester.makepyfile(test_serving=TESTS)
     pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:benchmark -p no:hypothesispytest\n")
