@@ -27,6 +27,7 @@ class Behaviour:
     tokenize: bool = True
     status: int | None = None  # answer every completion with this HTTP status
     delay_s: float = 0.0  # before answering a completion
+    misbehave_after: int = 0  # status and delay_s apply after this many completions (1: the engine's probe passes)
     cut_after: int | None = None  # close a stream after this many tokens
     extra_prompt_tokens: int = 0  # usage counts this many more prompt tokens (a BOS added)
     stop_after: int | None = None  # stop with finish_reason "stop" after this many tokens
@@ -88,10 +89,12 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(prompt, list) and not b.token_ids:
             self._json(400, {"error": {"message": "prompt must be a string", "type": "BadRequestError", "code": 400}})
             return
-        if b.status is not None:
+        late = len(b.bodies) > b.misbehave_after
+        if b.status is not None and late:
             self._json(b.status, {"object": "error", "message": "fake failure", "type": "InternalServerError", "code": b.status})
             return
-        time.sleep(b.delay_s)
+        if late:
+            time.sleep(b.delay_s)
         n_in = len(prompt) if isinstance(prompt, list) else len(str(prompt).split()) + 1
         n_out = int(body.get("max_tokens") or 16)
         made = n_out if b.stop_after is None else min(n_out, b.stop_after)
@@ -129,6 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     behaviour: Behaviour
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (a timeout test) leaves a broken pipe: expected here
 
 
 class FakeOpenAIServer:

@@ -78,7 +78,7 @@ def test_require_gpu_with_a_gpu(capsys, two_gpus):
 
 
 def test_require_unknown_name_is_one_error_line(capsys, no_gpu):
-    rc, _, err = doctor(capsys, "--require", "vllm")
+    rc, _, err = doctor(capsys, "--require", "tgi")
     assert rc == 2 and "no such engine or meter" in err and "known: hf" in err and "Traceback" not in err
 
 

@@ -131,10 +131,16 @@ FAILURES = {
                   ConfigError, ["answered 404", "give the URL up to /v1"]),
     "server error 500": (lambda s: (setattr(s.behaviour, "status", 500), _run(s)),
                          ConfigError, ["failed a one-token completion", "answered 500", "fake failure", "see its log"]),
+    "server error 500 during a run": (lambda s: (setattr(s.behaviour, "status", 503), setattr(s.behaviour, "misbehave_after", 1),
+                                                 _run(s)),
+                                      WorkloadMismatch, ["did not run the workload", "answered 503", "see its log"]),
     "4xx refusal": (lambda s: (setattr(s.behaviour, "token_ids", False), _run(s, prompt="tokens")),
                     ConfigError, ["answered 400", "prompt must be a string"]),
     "timeout": (lambda s: (setattr(s.behaviour, "delay_s", 1.5), _run(s, timeout=0.5)),
                 ConfigError, ["no answer from", "within 0.5 s", "timeout=SECONDS"]),
+    "timeout during a run": (lambda s: (setattr(s.behaviour, "delay_s", 1.5), setattr(s.behaviour, "misbehave_after", 1),
+                                        _run(s, timeout=0.5)),
+                             WorkloadMismatch, ["did not run the workload", "within 0.5 s", "timeout=SECONDS"]),
     "unknown model": (lambda s: build(s, model="llama-70b"),
                       ConfigError, ["does not serve model 'llama-70b'", "it serves 'tiny'", "--joules-model tiny"]),
     "stream cut short": (lambda s: (setattr(s.behaviour, "cut_after", 3), _run(s)),
@@ -194,3 +200,40 @@ def test_without_httpx_the_engine_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "httpx", None)
     with pytest.raises(EngineUnavailable, match=r"httpx is not installed; pip install 'pytest-joules\[openai\]'"):
         oa.build(EngineSpec(name="openai", options={}))
+
+
+PLUGIN_TESTS = """
+import pytest
+
+@pytest.mark.energy(n_in=32, n_out=8, requests=4)
+def test_reply(joules):
+    joules()
+"""
+
+
+@pytest.fixture
+def plugin_project(pytester, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))  # this checkout's plugin
+    monkeypatch.setenv("COLUMNS", "100")
+    pytester.makeini("[pytest]\naddopts = -p no:benchmark -p no:hypothesispytest -p no:cacheprovider -p no:xdist\n")
+    pytester.makepyfile(test_served=PLUGIN_TESTS)
+    return pytester
+
+
+def test_the_plugin_measures_a_server_and_reports_its_latency(plugin_project, server):
+    result = plugin_project.runpytest_subprocess("--joules", "--joules-engine", "openai", "--joules-engine-option",
+                                                 f"url={server.url}", "--joules-meter", "none", "--joules-rounds", "2")
+    result.assert_outcomes(skipped=1)  # a dry run skips after checking the counts
+    result.stdout.fnmatch_lines(["*J/tok*TTFT/TPOT*", "*test_reply*32*8*—*/*dry-run*"])
+    assert len(server.behaviour.bodies) == 1 + 3 * 4  # the probe, a warm-up and two rounds of 4 requests
+
+
+def test_a_server_that_is_down_fails_each_test_in_one_line(plugin_project):
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    result = plugin_project.runpytest_subprocess("--joules", "--joules-engine", "openai", "--joules-engine-option",
+                                                 f"url={url}", "--joules-meter", "none")
+    result.assert_outcomes(errors=1)  # at the test's setup, where the session builds its engine
+    result.stdout.fnmatch_lines([f"*engine 'openai': no OpenAI-compatible server answers at {url} *start it*"])
+    assert "Traceback" not in result.stdout.str()
