@@ -76,7 +76,10 @@ def from_record(record: Mapping[str, Any]) -> dict[str, float | None] | None:
     lat = record.get("latency")
     if not isinstance(lat, Mapping):
         return None
-    values = {key: (_finite([lat.get(key)]) or [None])[0] for key in KEYS}
+    values: dict[str, float | None] = {}
+    for key in KEYS:
+        found = _finite([lat.get(key)])
+        values[key] = found[0] if found else None
     return values if any(v is not None for v in values.values()) else None
 
 

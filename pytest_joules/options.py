@@ -17,7 +17,7 @@ import pytest
 #: without its dashes, with underscores ("joules_engine").
 FLAGS: list[tuple[str, str, str]] = [
     ("--joules", "flag", "run the tests marked @pytest.mark.energy (skipped otherwise)"),
-    ("--joules-engine", "value", "engine that generates tokens: sim (default, the SIMULATED H100), hf, trtllm, ..."),
+    ("--joules-engine", "value", "engine that generates tokens: sim (default, the SIMULATED H100), hf, trtllm, vllm, openai, ..."),
     ("--joules-model", "value", "model for the engine: an architecture name (sim, hf) or a checkpoint/engine dir"),
     ("--joules-meter", "value", "energy meter: sim, nvml, rapl, none (default: the engine's own choice)"),
     ("--joules-gpu", "value", "GPU of the simulated device, e.g. H100-SXM, H200, A100 (sim only)"),

@@ -187,7 +187,8 @@ def _model_config(root: str | None) -> dict[str, Any]:
 
 def _vocab_and_special(cfg: Settings, server: S.ServerInfo) -> tuple[int, list[int]]:
     config = _model_config(server.root)
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     special: list[int] = []
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         value = text.get(key)

@@ -266,6 +266,12 @@ def _gpu_count() -> int:
         return 0
 
 
+def _looks_like_path(name: str) -> bool:
+    """A local directory rather than a hub name ("org/model"): it starts like a path, or its parent exists."""
+    full = os.path.expanduser(name)
+    return name.startswith((".", "/", "~")) or (os.sep in name and os.path.isdir(os.path.dirname(full)))
+
+
 def build(spec: EngineSpec, loader: Callable[..., Any] | None = None) -> VllmEngine:
     """`create` with the LLM constructor open (tests). Options first: a typo is wrong everywhere."""
     opts = _options(spec)
@@ -274,8 +280,7 @@ def build(spec: EngineSpec, loader: Callable[..., Any] | None = None) -> VllmEng
     if not spec.model:
         raise ConfigError("the vllm engine needs --joules-model: a Hugging Face model directory or hub name")
     model = os.path.expanduser(spec.model)
-    if (model.startswith((".", "/", "~")) or os.sep in spec.model and os.path.exists(os.path.dirname(model) or ".")) \
-            and not os.path.isdir(model):
+    if _looks_like_path(spec.model) and not os.path.isdir(model):
         raise ConfigError(f"vllm engine: model path {os.path.abspath(model)} does not exist or is not a directory")
     vllm = _import()
     platform = _platform()
