@@ -36,6 +36,9 @@ class Behaviour:
     token_delay_s: float = 0.0
     #: every completion request body received
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -76,7 +79,14 @@ class _Handler(BaseHTTPRequestHandler):
             words = str(body.get("prompt", "")).split()
             self._json(200, {"count": len(words) + 1, "tokens": list(range(len(words) + 1)), "max_model_len": 1024})
         elif self.path == "/v1/completions":
-            self._complete(b, body)
+            with b.lock:
+                b.in_flight += 1
+                b.most_in_flight = max(b.most_in_flight, b.in_flight)
+            try:
+                self._complete(b, body)
+            finally:
+                with b.lock:
+                    b.in_flight -= 1
         else:
             self._json(404, {"detail": "Not Found"})
 

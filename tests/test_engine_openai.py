@@ -75,10 +75,12 @@ def test_measure_reports_latency_beside_the_counts(server):
 
 
 def test_max_batch_size_caps_the_requests_in_flight(server):
+    server.behaviour.token_delay_s = 0.005
     engine = build(server)
     try:
         run = engine.run(Workload(4, 2, requests=6, max_batch_size=2))
         assert run.info["in_flight_limit"] == 2 and run.output_tokens == [2] * 6
+        assert server.behaviour.most_in_flight <= 2
     finally:
         engine.close()
 

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 #: how long to wait for a connection (the whole request has the engine option `timeout`)
 CONNECT_TIMEOUT_S = 10.0
+#: idle connections kept between runs
+KEEPALIVE = 1024
 
 
 class ServerError(Exception):
@@ -70,7 +72,7 @@ def error_message(response: Any) -> str:
 class Client:
     """An httpx.AsyncClient for `base_url` (the API root, ending in /v1), used from sync code."""
 
-    def __init__(self, base_url: str, timeout_s: float, concurrency: int = 64, transport: Any = None) -> None:
+    def __init__(self, base_url: str, timeout_s: float, transport: Any = None) -> None:
         import httpx
 
         self.httpx = httpx
@@ -79,7 +81,9 @@ class Client:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pytest-joules-http", daemon=True)
         self._thread.start()
-        limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
+        # no cap on connections: the semaphore of each run is the only limit on requests in flight (a
+        # pool cap would silently queue the rest); idle ones are kept for the next run
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=KEEPALIVE)
         timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
 
         async def make() -> Any:
