@@ -138,6 +138,10 @@ def _check(result, out_json: Path, engine: str) -> dict:
     assert "EXACT kind=" + engine in text
     doc = json.loads(out_json.read_text())
     results = {r["test"]: r for r in doc["results"]}
+    _save(out_json.stem + "-rounds.txt", "".join(
+        f"{name}: rounds (reps, input tokens, output tokens, seconds, joules) "
+        f"{[(x['reps'], x['input_tokens'], x['output_tokens'], round(x['seconds'], 3), x['joules']) for x in r['rounds']]}; "
+        f"latency {r['latency']}\n" for name, r in results.items()))
     chat = results["test_chat_batch"]
     for r in chat["rounds"]:
         assert r["output_tokens"] == 8 * 64 * r["reps"] and r["input_tokens"] == 8 * 128 * r["reps"]
