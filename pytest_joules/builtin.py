@@ -25,6 +25,8 @@ def joules_engines() -> dict[str, Callable[..., Any]]:
         "sim": _lazy("pytest_joules.engines.sim"),
         "hf": _lazy("pytest_joules.engines.hf"),
         "trtllm": _lazy("pytest_joules.engines.trtllm"),
+        "vllm": _lazy("pytest_joules.engines.vllm"),
+        "openai": _lazy("pytest_joules.engines.openai"),
     }
 
 

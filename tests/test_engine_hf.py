@@ -67,6 +67,9 @@ def test_exact_token_counts_batched_up_to_max_batch_size(engine):
     assert run.input_tokens == [12] * 5 and run.output_tokens == [5] * 5
     assert run.info["batches"] == [2, 2, 1]
     assert run.seconds > 0
+    # latency from the decode loop: one TTFT and TPOT per request, later batches waiting longer
+    assert len(run.ttft_s) == len(run.tpot_s) == 5 and all(t > 0 for t in run.tpot_s)
+    assert run.ttft_s[0] == run.ttft_s[1] < run.ttft_s[2] == run.ttft_s[3] < run.ttft_s[4] < run.seconds
     whole = engine.run(Workload(12, 5, requests=3))
     assert whole.info["batches"] == [3]
 

@@ -287,6 +287,8 @@ def test_perf_metrics_become_phases_and_info(fake_trtllm, tmp_path):
     assert run.phases == {"prefill_s": pytest.approx(0.25), "decode_s": pytest.approx(0.75)}
     assert run.info["ttft_s"] == pytest.approx(0.75) and run.info["reused_kv_blocks"] == 0
     assert "timing_dropped" not in run.info
+    # and per request, for the latency figures: TPOT = decode 0.75 s over the 3 tokens after the first
+    assert run.ttft_s == pytest.approx([0.75, 0.75]) and run.tpot_s == pytest.approx([0.25, 0.25])
 
 
 def test_missing_perf_metrics_are_tolerated():

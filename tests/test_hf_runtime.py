@@ -251,10 +251,10 @@ def test_a_compilation_inside_a_run_is_a_problem_of_that_run(graphs, monkeypatch
 def test_graphs_that_cannot_run_falls_back_to_eager_with_the_reason(monkeypatch):
     real = hf.HFEngine._generate
 
-    def no_static_cache(self, ids, n_out):
+    def no_static_cache(self, ids, n_out, *steps):
         if self.runtime.name == "graphs":
             raise ValueError("This model does not support cache_implementation='static'\nmore detail")
-        return real(self, ids, n_out)
+        return real(self, ids, n_out, *steps)
 
     monkeypatch.setattr(hf.HFEngine, "_generate", no_static_cache)
     with warnings.catch_warnings(record=True) as caught:

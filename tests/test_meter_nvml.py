@@ -912,3 +912,40 @@ def test_a_failed_begin_leaves_no_sampling_thread():
     with pytest.raises(InvalidMeasurement, match="GPU is lost"):
         meter.begin()
     assert not [t for t in threading.enumerate() if t.name == "joules-nvml-power"]
+
+
+# -- a server measured from outside (the openai engine): devices=, and its processes on them -------
+
+
+SERVER_PID = 4242
+
+
+def _served(gpus, options, server=frozenset({SERVER_PID})):
+    clock = Clock()
+    fake = FakeNvml(gpus, clock)
+    engine = FakeEngine([], clock)
+    engine.server_pids = lambda: set(server)
+    meter = nvml.build(MeterSpec("nvml", options), engine, api_factory=lambda: fake, env={},
+                       pids=lambda: {MY_PID}, clock=clock, sleep=clock.sleep)
+    return meter, clock
+
+
+def test_devices_names_the_gpus_of_a_server_by_index_or_uuid():
+    gpus = [FakeGpu(GPU0, watts=100.0, pids=[SERVER_PID]), FakeGpu(GPU1, watts=300.0, pids=[SERVER_PID])]
+    meter, clock = _served(gpus, {"devices": "0,1"})
+    reading = window(meter, clock, 1.0)
+    assert sorted(reading.joules) == sorted([GPU0, GPU1]) and reading.total_joules == pytest.approx(400.0)
+    # the server on its own GPUs is the work, not "another process on the GPU"
+    assert not any("other processes" in p for p in reading.problems)
+    meter, clock = _served(gpus[1:] + [FakeGpu(GPU0, pids=[])], {"devices": GPU1})
+    assert list(window(meter, clock, 1.0).joules) == [GPU1]
+
+
+def test_a_server_on_gpus_that_are_not_metered_is_refused():
+    gpus = [FakeGpu(GPU0, pids=[SERVER_PID]), FakeGpu(GPU1, pids=[SERVER_PID + 1])]
+    with pytest.raises(ConfigError, match=r"also runs on GPU\(s\) GPU-1111.*not metered; name every GPU"):
+        _served(gpus, {"devices": 0}, server={SERVER_PID, SERVER_PID + 1})
+    with pytest.raises(ConfigError, match=r"does not run on metered GPU\(s\) GPU-1111.*devices="):
+        _served(gpus, {"devices": "0,1"}, server={SERVER_PID})
+    with pytest.raises(ConfigError, match="devices must be 'engine', 'all' or a list"):
+        _served(gpus, {"devices": "first"})

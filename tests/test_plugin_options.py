@@ -65,9 +65,9 @@ def test_strict_markers_accepts_the_energy_marker(proj):
 
 def test_unknown_engine_is_a_usage_error_listing_the_known_ones(proj):
     proj.makepyfile(ONE_TEST)
-    result = proj.runpytest("--joules", "--joules-engine", "vllm")
+    result = proj.runpytest("--joules", "--joules-engine", "tgi")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown engine 'vllm' (--joules-engine); known engines: fake, hf, sim, trtllm*"])
+    result.stderr.fnmatch_lines(["*unknown engine 'tgi' (--joules-engine); known engines: fake, hf, openai, sim, trtllm, vllm*"])
 
 
 def test_unknown_meter_is_a_usage_error(proj):

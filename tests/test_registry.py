@@ -40,8 +40,9 @@ def test_a_registered_plugin_adds_engines_and_meters(fake_plugin):
 
 
 def test_unknown_names_list_the_known_ones(fake_plugin):
-    with pytest.raises(ConfigError, match=r"unknown engine 'vllm' \(--joules-engine\); known engines: fake, hf, sim, trtllm"):
-        registry.make_engine(EngineSpec(name="vllm"))
+    with pytest.raises(ConfigError, match=r"unknown engine 'tgi' \(--joules-engine\); known engines: fake, hf, openai, sim, "
+                       r"trtllm, vllm"):
+        registry.make_engine(EngineSpec(name="tgi"))
     with pytest.raises(ConfigError, match=r"unknown meter 'ipmi' \(--joules-meter\); known meters: dcgm, fake, none, nvml, prometheus, rapl, sim"):
         registry.check_names(None, "ipmi")
 

@@ -9,8 +9,12 @@ CUDA, GPU count, simulated; see fingerprint.py) are refused unless --allow-diffe
 energy per token on another device is not a regression. Engine differences (a new engine
 version is what users A/B) are compared and noted.
 
+Latency travels beside the energy: the table shows how each match's median TTFT and TPOT moved
+(latency.py), and `--latency-tolerance T` makes a slowdown beyond T a failure of its own.
+
 Exit status: 1 with `--fail` when any result regressed, or has no valid rounds in NEW (or was
-noisy, with `--noisy-fails`); 0 otherwise; 2 on bad input (one line on stderr).
+noisy, with `--noisy-fails`, or slower beyond `--latency-tolerance`); 0 otherwise; 2 on bad input
+(one line on stderr).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..measure import latency as L
 from ..errors import ConfigError, DataError
 from ..store.fingerprint import fingerprint
 from ..store.results import ResultRow, ResultsFile, read_results
@@ -43,6 +48,13 @@ class Match:
     old: ResultRow
     new: ResultRow
     verdict: Verdict
+    #: why the latency regressed beyond --latency-tolerance (None: it did not, or no gate)
+    latency_problem: str | None = None
+
+    @property
+    def latency_change(self) -> dict[str, float]:
+        """Relative change of TTFT, TPOT and tok/s, positive = slower (latency.changes)."""
+        return L.changes(L.from_record(self.new.raw), L.from_record(self.old.raw))
 
 
 @dataclass
@@ -65,7 +77,7 @@ class CompareReport:
     def failed(self) -> bool:
         # INVALID fails too, as in the plugin: a new run with no valid reading (a broken meter,
         # a counter reset) proves nothing, and a gate must not pass on it
-        return any(m.verdict.failed or m.verdict.status == INVALID for m in self.matches)
+        return any(m.verdict.failed or m.verdict.status == INVALID or m.latency_problem for m in self.matches)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -84,6 +96,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="allowed relative change, 0.05 or 5%% (default: each result's recorded tolerance, else 5%%)",
     )
     p.add_argument("--noisy-fails", action="store_true", help="with --fail, also exit 1 when a result is too noisy to judge")
+    p.add_argument("--latency-tolerance", type=tolerance_arg, default=None, metavar="T",
+                   help="with --fail, also exit 1 when a median TTFT or TPOT grew by more than T (0.1 or 10%%), "
+                   "or output tokens/s fell by as much")
     p.add_argument(
         "--allow-different-devices", action="store_true",
         help="compare even when the two files come from different device fingerprints",
@@ -142,6 +157,7 @@ def compare_files(
     tolerance: float | None = None,
     noisy_fails: bool = False,
     allow_different_devices: bool = False,
+    latency_tolerance: float | None = None,
 ) -> CompareReport:
     """Match the results of two files and judge each match; raise DataError for other devices."""
     notes = []
@@ -178,7 +194,10 @@ def compare_files(
             verdict = Verdict(NEW, tolerance=tol, detail=f"no valid rounds in {old.path} to compare with")
         else:
             verdict = judge(cur_values, base_values, tol, noisy_fails=noisy_fails)
-        matches.append(Match(row.name, row.workload, base, row, verdict))
+        match = Match(row.name, row.workload, base, row, verdict)
+        if latency_tolerance is not None:
+            match.latency_problem = L.regression(L.from_record(row.raw), L.from_record(base.raw), latency_tolerance)
+        matches.append(match)
     only_old = [r for queue in pending.values() for r in queue]
     if not matches:
         # a gate with nothing to compare must not pass quietly
@@ -190,7 +209,7 @@ def compare_files(
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2%}"
+    return "-" if value is None else f"{value:+.1%}"
 
 
 def _j(value: float | None) -> str:
@@ -217,6 +236,8 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
                 "status": m.verdict.status, "delta": m.verdict.delta, "tolerance": m.verdict.tolerance,
                 "ci_low": m.verdict.ci_low, "ci_high": m.verdict.ci_high, "p_value": m.verdict.p_value,
                 "method": m.verdict.method, "detail": m.verdict.detail, "failed": m.verdict.failed,
+                "old_latency": L.from_record(m.old.raw), "new_latency": L.from_record(m.new.raw),
+                "latency_change": m.latency_change or None, "latency_regression": m.latency_problem,
             }
             for m in report.matches
         ],
@@ -227,7 +248,7 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
 
 
 #: the compact headers of narrow terminals and CI logs (the title says J/output-token)
-_SHORT = {"old J/tok": "old", "new J/tok": "new"}
+_SHORT = {"old J/tok": "old", "new J/tok": "new", "TTFT Δ": "TTFT", "TPOT Δ": "TPOT"}
 
 
 def _grid_free(name: str, n_in: int, n_out: int) -> str:
@@ -253,7 +274,9 @@ def _layout(width: int, names: list[str], cells: list[dict[str, str]], figures: 
     def lines(left: int) -> int:
         return max((len(break_name(n, left).splitlines()) for n in names), default=1)
 
-    for columns in (figures, [c for c in figures if c != "range"]):
+    # given up in this order when even the most compact form leaves the names no room
+    latency = [c for c in figures if c != "TTFT Δ"]
+    for columns in (figures, latency, [c for c in latency if c != "range"]):
         for short, gap, most in ((False, 2, 1), (True, 2, 1), (True, 1, 1), (True, 1, 2)):
             left = room(columns, short, gap)
             if lines(left) <= most:
@@ -281,11 +304,15 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
         v = m.verdict
         ci = f"{v.ci_low:+.1%}..{v.ci_high:+.1%}" if v.ci_low is not None and v.ci_high is not None else "-"
         delta = "-" if v.delta is None else f"{v.delta:+.1%}"
+        change = m.latency_change
         rows.append((m.name, {"n_in": str(m.workload.n_in), "n_out": str(m.workload.n_out),
                               "old J/tok": sig(_median(_values(m.old)), none="-"),
                               "new J/tok": sig(_median(_values(m.new)), none="-"),
-                              "delta": delta, "range": ci, "verdict": v.status}))
-    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "range", "verdict"]
+                              "delta": delta, "range": ci, "verdict": v.status,
+                              "TTFT Δ": _pct(change.get("ttft_s")), "TPOT Δ": _pct(change.get("tpot_s"))}))
+    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "range", "TTFT Δ", "TPOT Δ", "verdict"]
+    if not any(m.latency_change for m in report.matches):  # files from engines that report no latency
+        figures = [f for f in figures if not f.endswith(" Δ")]
     # each file once, as a row of its own, and the tests below it by name (indented two cells): a
     # node id in full is wider than most terminals leave
     files = [name.partition("::") for name, _ in rows]
@@ -324,10 +351,12 @@ def _print_table(report: CompareReport, verbose: bool = False) -> None:
         if m.verdict.status in (_EXPLAINED if verbose else _EXPLAINED - {REGRESSION, IMPROVED}):
             v = m.verdict
             why = v.plain() or v.detail
-            change = f" {v.delta:+.1%}" if v.delta is not None else ""
-            console.print(f"{m.name}: {v.status}{change}: {why}", markup=False)
+            shift = f" {v.delta:+.1%}" if v.delta is not None else ""
+            console.print(f"{m.name}: {v.status}{shift}: {why}", markup=False)
             if verbose and v.detail and why != v.detail:
                 console.print(f"  statistics: {v.detail}", markup=False)
+        if m.latency_problem:
+            console.print(f"{m.name}: {m.latency_problem}", markup=False)
     for label, unmatched in (("only in OLD", report.only_old), ("only in NEW", report.only_new)):
         if unmatched:
             console.print(f"{label} ({len(unmatched)}):", markup=False)
@@ -356,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     new = _read(args.new, args)
     report = compare_files(
         old, new, tolerance=args.tolerance, noisy_fails=args.noisy_fails,
-        allow_different_devices=args.allow_different_devices,
+        allow_different_devices=args.allow_different_devices, latency_tolerance=args.latency_tolerance,
     )
     if args.json:
         print(json.dumps(_to_json(report), indent=2))

@@ -244,12 +244,19 @@ class HFEngine:
         outs_in: list[int] = []
         outs_out: list[int] = []
         sizes: list[int] = []
+        ttft: list[float] = []
+        tpot: list[float] = []
         compiled_before = R.compiles() if self.runtime.compile else 0
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in range(0, workload.requests, batch):
                 chunk = ids[start:start + batch]
-                out = self._generate(chunk, workload.n_out)
+                steps: list[float] = []
+                out = self._generate(chunk, workload.n_out, steps)
+                if len(steps) == workload.n_out:  # one call per generated token (see _StepTimes)
+                    ttft += [steps[0] - t0] * int(chunk.shape[0])
+                    if workload.n_out > 1:
+                        tpot += [(steps[-1] - steps[0]) / (workload.n_out - 1)] * int(chunk.shape[0])
                 if out.shape[0] != chunk.shape[0] or not torch.equal(out[:, : chunk.shape[1]], chunk):
                     raise WorkloadMismatch(f"engine 'hf': generate did not return the prompts it was given ({self._model_name})")
                 sizes.append(int(chunk.shape[0]))
@@ -263,14 +270,19 @@ class HFEngine:
                             "see): its time and energy include the compilation")
         return EngineRun(input_tokens=outs_in, output_tokens=outs_out, seconds=seconds,
                          info={"batches": sizes, "device": self._device, "runtime": self.runtime.name},
-                         problems=problems)
+                         problems=problems, ttft_s=ttft, tpot_s=tpot)
 
-    def _generate(self, ids: Any, n_out: int) -> Any:
+    def _generate(self, ids: Any, n_out: int, steps: list[float] | None = None) -> Any:
         if self.runtime.name == "graphs":
             self._cache_len = R.fit_cache(self._model, ids.shape[1] + n_out, self._cache_len)
+        extra: dict[str, Any] = {}
+        if steps is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([_step_times(steps)])
         with self._torch.inference_mode():
             return self._model.generate(input_ids=ids, attention_mask=self._torch.ones_like(ids),
-                                        generation_config=self._generation_config(n_out))
+                                        generation_config=self._generation_config(n_out), **extra)
 
     def _generation_config(self, n_out: int) -> Any:
         from transformers import GenerationConfig
@@ -295,6 +307,21 @@ class HFEngine:
         self._prompt_cache = {}
         if self._device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+def _step_times(steps: list[float]) -> Any:
+    """A LogitsProcessor that notes the time of each decoding step (it runs once per generated
+    token, after that step's forward pass; it changes no score). Latency for the hf engine at the
+    cost of one clock read a step. On CUDA these are host times: generate() synchronises every step
+    when it checks for finished rows, so they trail the GPU by less than a step."""
+    from transformers import LogitsProcessor
+
+    class StepTimes(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            steps.append(time.perf_counter())
+            return scores
+
+    return StepTimes()
 
 
 def device_ref(torch: Any, index: int) -> DeviceRef:

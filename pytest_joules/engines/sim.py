@@ -76,6 +76,8 @@ class SimEngine:
             seconds=done.seconds,
             phases=done.phases,
             info={**done.info, "joules": done.joules, "simulated": True},
+            ttft_s=done.ttft_s,
+            tpot_s=done.tpot_s,
         )
 
     def begin_measurement(self, name: str) -> None:

@@ -272,7 +272,11 @@ class TrtllmEngine:
             info["timing_dropped"] = dropped  # requests whose timestamps were out of order
         if any("reused_kv_blocks" in p for p in perf):
             info["reused_kv_blocks"] = int(sum(p.get("reused_kv_blocks", 0.0) for p in perf))
-        return EngineRun(input_tokens=ins, output_tokens=outs, seconds=seconds, phases=phases, info=info)
+        # per request, for the latency figures: TTFT from arrival, TPOT = decode time / (n_out - 1)
+        ttft = [p["ttft_s"] for p in perf if "ttft_s" in p]
+        tpot = [p["decode_s"] / (workload.n_out - 1) for p in perf if "decode_s" in p] if workload.n_out > 1 else []
+        return EngineRun(input_tokens=ins, output_tokens=outs, seconds=seconds, phases=phases, info=info,
+                         ttft_s=ttft, tpot_s=tpot)
 
     def sync(self) -> None:
         # generate() returns only after the last decode step: the GPU work is done.

@@ -80,6 +80,8 @@ class EngineRun:
     knows of its phases, e.g. {"prefill_s": ..., "decode_s": ...}; `info` anything else
     (perf metrics, batch composition). `problems` says why the run's time and energy are not the
     workload's alone (a compilation inside it): a measured round containing it is invalid.
+    `ttft_s` / `tpot_s` hold, where the engine knows them, each request's time to first token
+    (from the run's start) and time per output token after the first (see latency.py).
     """
 
     input_tokens: list[int]
@@ -88,6 +90,8 @@ class EngineRun:
     phases: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    ttft_s: list[float] = field(default_factory=list)
+    tpot_s: list[float] = field(default_factory=list)
 
     @property
     def total_output_tokens(self) -> int:

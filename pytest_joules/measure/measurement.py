@@ -32,6 +32,9 @@ class Round:
     problems: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
+    #: TTFT, TPOT (median, p90) and output tokens/s of the round (latency.py); None when its runs
+    #: were spoiled (a compilation inside them)
+    latency: dict[str, float | None] | None = None
 
     @property
     def j_per_out_token(self) -> float | None:
@@ -141,6 +144,13 @@ class Measurement:
         """The GPU was mostly idle in its windows: the host set the pace (see HOST_BOUND_FIX)."""
         util = self.gpu_util
         return util is not None and util < HOST_BOUND_UTIL
+
+    @property
+    def latency(self) -> dict[str, float | None] | None:
+        """Median TTFT, TPOT, TPOT p90 and output tokens/s over the rounds (latency.py)."""
+        from .latency import measurement_latency
+
+        return measurement_latency(self.rounds)
 
     @property
     def baseline(self) -> float | None:

@@ -52,6 +52,8 @@ def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: fl
         for key, value in run.phases.items():
             phases[key] = phases.get(key, 0.0) + value / len(runs)
     spoiled = list(dict.fromkeys(p for run in runs for p in run.problems))
+    from .latency import round_latency
+
     return Round(
         joules=reading.total_joules,
         seconds=reading.seconds,
@@ -62,6 +64,7 @@ def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: fl
         problems=list(reading.problems) + spoiled,
         info=dict(reading.info),
         phases=phases,
+        latency=None if spoiled else round_latency(runs),
     )
 
 

@@ -160,7 +160,7 @@ class Devices:
     def _not_a_gpu(engine: Engine, meter: Meter) -> str | None:
         if engine.simulated:
             return f"engine {engine.kind!r} is SIMULATED, not a real GPU"
-        if not engine.devices():
+        if not engine.devices() and not meter.device_info().get("gpu_count"):  # a server's GPUs: meter option devices=
             return f"engine {engine.kind!r} runs on no GPU"
         if meter.name in ("none", "rapl", "sim") or meter.device_info().get("simulated"):
             return f"meter {meter.name!r} does not read a GPU's energy"

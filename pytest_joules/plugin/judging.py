@@ -36,12 +36,16 @@ class Judged:
     baseline_updated: bool = False
     extrapolated: bool = False
     model_batching: str | None = None
+    #: the baseline's latency figures (measure/latency.py), and why this run's fail the latency gate
+    baseline_latency: dict[str, Any] | None = None
+    latency_regression: str | None = None
 
     def record_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"key": self.key, "baseline_note": self.baseline_note,
                                   "baseline_updated": self.baseline_updated, "extrapolated": self.extrapolated}
-        if self.model_batching is not None:
-            fields["model_batching"] = self.model_batching
+        for name in ("model_batching", "baseline_latency", "latency_regression"):
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
         return fields
 
 
@@ -119,6 +123,7 @@ class Judging:
             judged.failures.append(f"{key}: no valid measurement: " + ("; ".join(m.problems) or "no rounds"))
             return judged
         readable = self._compare(m, tol, judged)
+        self._judge_latency(m, judged)
         if readable and self.options.update_baselines:  # never write over a file we cannot read
             if m.baseline_rounds and m.verdict is not None and m.verdict.status == V.PASS and not judged.baseline_note:
                 from ..store.baselines import KEPT
@@ -128,6 +133,18 @@ class Judging:
                 self._stage(m, judged)
         self._predict(m, judged, model_tolerance)
         return judged
+
+    def _judge_latency(self, m: Measurement, judged: Judged) -> None:
+        """--joules-latency-tolerance: a test whose TTFT/TPOT grew (or tokens/s fell) beyond it fails."""
+        from ..measure.latency import regression
+
+        tol = self.options.latency_tolerance
+        if tol is None or self.options.update_baselines:
+            return
+        problem = regression(m.latency, judged.baseline_latency, tol)
+        if problem:
+            judged.latency_regression = problem
+            judged.failures.append(f"{test_name(judged.key)}: {problem}")
 
     def rounds_rule(self, key: str, workload: Workload, tolerance: float | None) -> Rule:
         """The stopping rule of `--joules-rounds auto` for this test: resolve the comparison with
@@ -166,6 +183,7 @@ class Judging:
             judged.failures.append(f"baseline store: {exc}")
             return False
         m.baseline_rounds = list(found.entry.rounds) if found.entry else None
+        judged.baseline_latency = found.entry.latency if found.entry and not found.note else None
         m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
                             noisy_fails=self.options.noisy_fails)
         if found.note:  # recorded for another workload: not comparable
@@ -183,7 +201,8 @@ class Judging:
         """Stage the rounds; they are written at the session's end (or when due, between tests),
         and dropped if the test fails (`test_done`)."""
         try:
-            self.store.stage(self.devices.fingerprint, judged.key, m.workload, m.round_values, m.spread)
+            self.store.stage(self.devices.fingerprint, judged.key, m.workload, m.round_values, m.spread,
+                             latency=m.latency)
             judged.baseline_updated = True
         except DataError as exc:
             judged.failures.append(f"baseline store: {exc}")

@@ -20,7 +20,7 @@ from ..paths import BASELINES_DIR, RUNS_DIR, nearest_dir, repository_top
 #: without its dashes, with underscores ("joules_engine").
 FLAGS: list[tuple[str, str, str]] = [
     ("--joules", "flag", "run the tests marked @pytest.mark.energy (skipped otherwise)"),
-    ("--joules-engine", "value", "engine that generates tokens: sim (default, the SIMULATED H100), hf, trtllm, ..."),
+    ("--joules-engine", "value", "engine that generates tokens: sim (default, the SIMULATED H100), hf, trtllm, vllm, openai, ..."),
     ("--joules-model", "value", "model for the engine: an architecture name (sim, hf) or a checkpoint/engine dir"),
     ("--joules-meter", "value", "energy meter: sim, nvml, rapl, none (default: the engine's own choice)"),
     ("--joules-gpu", "value", "GPU of the simulated device, e.g. H100-SXM, H200, A100 (sim only)"),
@@ -29,6 +29,8 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
     ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
     ("--joules-model-tolerance", "value", "fail the session when the fitted model's MAPE exceeds this, 0.1 or 10%%"),
+    ("--joules-latency-tolerance", "value", "fail a test whose median TTFT or TPOT is this much above its baseline's "
+     "(or output tokens/s this much below), 0.1 or 10%% (default: latency is reported, not gated)"),
     ("--joules-rounds", "value", "measured rounds per test: auto (default: until the verdict is known, within "
      "--joules-max-seconds) or a fixed number"),
     ("--joules-max-seconds", "value", "budget of measured seconds per test for --joules-rounds auto (default 60)"),
@@ -66,6 +68,7 @@ ENGINE_OPTION_FLAGS = {"slowdown": "--joules-sim-slowdown", "seed": "--joules-se
 METAVARS = {
     "--joules-engine": "NAME", "--joules-model": "NAME|DIR", "--joules-meter": "NAME", "--joules-gpu": "NAME",
     "--joules-baselines": "DIR", "--joules-tolerance": "FRACTION", "--joules-model-tolerance": "FRACTION",
+    "--joules-latency-tolerance": "FRACTION",
     "--joules-rounds": "N|auto", "--joules-max-seconds": "SECONDS", "--joules-warmup": "N", "--joules-seed": "N",
     "--joules-sim-slowdown": "FACTOR", "--joules-grid-intensity": "GCO2E_PER_KWH", "--joules-price": "PER_KWH",
 }
@@ -109,6 +112,8 @@ class JoulesOptions:
     update_baselines: bool = False
     tolerance: float = 0.05
     model_tolerance: float | None = None
+    #: --joules-latency-tolerance: the latency gate (measure/latency.py); None = reported only
+    latency_tolerance: float | None = None
     #: "auto" (measure/stopping.py) or a fixed number of rounds
     rounds: int | str = "auto"
     max_seconds: float = 60.0
@@ -322,6 +327,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-update-baselines": parse_bool,
         "--joules-tolerance": parse_fraction,
         "--joules-model-tolerance": parse_fraction,
+        "--joules-latency-tolerance": parse_fraction,
         "--joules-rounds": parse_rounds,
         "--joules-max-seconds": parse_positive_float,
         "--joules-warmup": lambda f, v: parse_int(f, v, 0),

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 
 ENV = "CUDA_VISIBLE_DEVICES"
 #: engines known to need a real GPU before they are built (others are judged by `simulated`)
-GPU_ENGINES = frozenset({"hf", "trtllm"})
+GPU_ENGINES = frozenset({"hf", "trtllm", "vllm"})
 
 
 def worker_index(worker_id: str) -> int:

@@ -19,6 +19,10 @@
 Every exporter takes a list of `Measurement`s or of rows read back by `results.read_results`.
 Lower/upper values and ranges come from the order-statistic interval of the median (stats.py):
 exact and deterministic; with fewer than 6 rounds it is [min, max], which covers less than 95%.
+
+Latency (latency.py) travels beside the energy: TTFT, TPOT and output tokens/s in the gab
+`extra`, as BMF measures (ms and tokens/s: a dashboard sets their own thresholds), CSV columns,
+a Markdown column and JUnit properties, wherever the engine reported them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..measure import latency as L
 from ..numbers import sig
 from ..judge import stats
 from ..errors import DataError
@@ -49,6 +54,9 @@ BMF_TOKENS_PER_JOULE = "tokens-per-joule"
 BMF_AVG_WATTS = "average-watts"
 BMF_GCO2E = "gco2e-per-1k-tokens"
 BMF_COST = "cost-per-1k-tokens"
+BMF_TTFT = "ttft-ms"
+BMF_TPOT = "tpot-ms"
+BMF_TOK_S = "output-tokens-per-second"
 #: prefix of every JUnit property, so ours never collide with a user's
 JUNIT_PREFIX = "joules_"
 
@@ -73,6 +81,8 @@ class ExportRow:
     #: carbon and cost per 1,000 output tokens (footprint.py), None unless the inputs were stated
     gco2e_per_1k: float | None = None
     cost_per_1k: float | None = None
+    #: TTFT, TPOT, TPOT p90 (seconds) and output tokens/s (latency.py); None when not reported
+    latency: Mapping[str, float | None] | None = None
 
     def with_footprint(self, footprint: Footprint | None) -> ExportRow:
         if not footprint:
@@ -102,7 +112,7 @@ def _from_measurement(m: Measurement) -> ExportRow:
         round_values=tuple(m.round_values), j_per_out_token=m.j_per_out_token,
         tokens_per_joule=m.tokens_per_joule, avg_watts=m.avg_watts, spread=m.spread,
         verdict=v.status if v else None, delta=v.delta if v else None, simulated=m.simulated,
-        max_batch_size=w.max_batch_size,
+        max_batch_size=w.max_batch_size, latency=m.latency,
     )
 
 
@@ -117,6 +127,7 @@ def _from_result(row: ResultRow, simulated: bool) -> ExportRow:
         verdict=str(verdict["status"]) if verdict and verdict.get("status") else None,
         delta=_num(verdict.get("delta")) if verdict else None,
         simulated=bool(raw.get("simulated", simulated)), max_batch_size=row.workload.max_batch_size,
+        latency=L.from_record(raw),
     )
 
 
@@ -203,6 +214,8 @@ def gab_json(items: ResultsFile | Iterable[Any], footprint: Footprint | None = N
             entry["range"] = f"± {half:.4g}"
             extra.append(f"median between {sig(s.ci_low)} and {sig(s.ci_high)} ({s.ci_coverage:.0%} confidence)")
         extra.append(f"tokens/J: {sig(r.tokens_per_joule, none='-')}  avg W: {sig(r.avg_watts, none='-')}")
+        if r.latency:
+            extra.append(L.describe(r.latency))
         if r.verdict:
             extra.append(f"verdict: {r.verdict}" + (f" ({r.delta:+.2%})" if r.delta is not None else ""))
         if _footprint_text(r, footprint):
@@ -219,6 +232,7 @@ CSV_COLUMNS = (
     "run", "created", "commit", "dirty", "host", "device", "simulated", "test", "n_in", "n_out", "requests",
     "max_batch_size", "rounds", "j_per_out_token", "ci_low", "ci_high", "tokens_per_joule", "avg_watts", "spread",
     "verdict", "delta", "grid_intensity_gco2e_per_kwh", "gco2e_per_1k_tokens", "price_per_kwh", "cost_per_1k_tokens",
+    "ttft_s", "tpot_s", "tpot_p90_s", "out_tok_per_s",
 )
 
 
@@ -247,7 +261,7 @@ def csv_text(runs: Iterable[tuple[str, ResultsFile]], footprint: Footprint | Non
                 r.simulated, r.name, r.n_in, r.n_out, r.requests, r.max_batch_size, len(r.round_values),
                 r.j_per_out_token, s.ci_low if s else None, s.ci_high if s else None, r.tokens_per_joule,
                 r.avg_watts, r.spread, r.verdict, r.delta, stated.grid_intensity, r.gco2e_per_1k, stated.price,
-                r.cost_per_1k,
+                r.cost_per_1k, *((r.latency or {}).get(k) for k in L.KEYS),
             ))
     return out.getvalue()
 
@@ -281,6 +295,10 @@ def bmf_json(items: ResultsFile | Iterable[Any], footprint: Footprint | None = N
             measures[BMF_GCO2E] = _metric(r.gco2e_per_1k)
         if r.cost_per_1k is not None:
             measures[BMF_COST] = _metric(r.cost_per_1k)
+        lat = r.latency or {}
+        for slug, key, scale in ((BMF_TTFT, "ttft_s", 1000.0), (BMF_TPOT, "tpot_s", 1000.0), (BMF_TOK_S, "out_tok_per_s", 1.0)):
+            if lat.get(key) is not None:
+                measures[slug] = _metric(float(lat[key]) * scale)  # type: ignore[arg-type]
         out[name] = measures
     return out
 
@@ -295,6 +313,7 @@ def junit_properties(item: Measurement | ResultRow | ExportRow) -> list[tuple[st
     for key, value in (
         ("j_per_out_token", r.j_per_out_token), ("tokens_per_joule", r.tokens_per_joule),
         ("avg_watts", r.avg_watts), ("spread", r.spread), ("baseline_delta", r.delta),
+        *((key, (r.latency or {}).get(key)) for key in L.KEYS),
     ):
         if value is not None:
             props.append((key, value))
@@ -329,10 +348,11 @@ def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-jo
     lines = [f"### {title}" + (" (SIMULATED)" if simulated else ""), ""]
     if not rows:
         return "\n".join(lines + ["No energy results.", ""])
-    extra = (" gCO2e/1k tok |" if carbon else "") + (" cost/1k tok |" if cost else "")
+    lat = any(r.latency for r in rows)
+    extra = (" TTFT/TPOT ms |" if lat else "") + (" gCO2e/1k tok |" if carbon else "") + (" cost/1k tok |" if cost else "")
     lines += [
         "| test | n_in | n_out | J/out-token | tokens/J | avg W | spread | vs baseline | verdict |" + extra,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * (carbon + cost),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * (lat + carbon + cost),
     ]
     counts: dict[str, int] = {}
     for r in rows:
@@ -340,6 +360,7 @@ def markdown_summary(items: ResultsFile | Iterable[Any], title: str = "pytest-jo
         lines.append(
             f"| {_cell(r.name)} | {r.n_in} | {r.n_out} | {sig(r.j_per_out_token, none='-')} | {sig(r.tokens_per_joule, none='-')} "
             f"| {sig(r.avg_watts, none='-')} | {_g(r.spread, '.1%')} | {_g(r.delta, '+.1%')} | {r.verdict or '-'} |"
+            + (f" {L.cell(r.latency).replace('—', '-')} |" if lat else "")
             + (f" {sig(r.gco2e_per_1k, none='-')} |" if carbon else "") + (f" {sig(r.cost_per_1k, none='-')} |" if cost else "")
         )
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if status != "-")

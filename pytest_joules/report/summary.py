@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..judge import verdict as V
+from ..measure import latency
 from ..store.fingerprint import describe, fingerprint
 from .facts import Summary
 from .names import break_name
@@ -50,6 +51,9 @@ COLUMNS: list[tuple[str, JustifyMethod, int]] = [
     ("J/tok", "right", 0),
     ("tok/J", "right", 110),
     ("avg W", "right", 92),
+    # latency beside energy (latency.py): median ms to the first token / per output token
+    ("TTFT/TPOT", "right", 96),  # from 96 columns: at 80 the energy columns come first
+    ("out tok/s", "right", 120),
     ("rounds", "right", 80),
     ("spread", "right", 86),
     ("vs base", "right", 0),
@@ -107,10 +111,10 @@ def _verdict_cell(r: ResultRecord) -> Text:
 
 
 #: optional columns, the first given up first when the test names need the room
-DROP_ORDER = ("tok/J", "avg W", "spread", "reqs", "rounds", "vs model")
+DROP_ORDER = ("tok/J", "out tok/s", "TTFT/TPOT", "avg W", "spread", "reqs", "rounds", "vs model")
 
 #: the compact form's headers (narrow terminals and CI logs): the README's table explains them
-SHORT = {"avg W": "W", "rounds": "rnd", "spread": "sprd", "vs base": "base", "vs model": "model"}
+SHORT = {"out tok/s": "tok/s", "avg W": "W", "rounds": "rnd", "spread": "sprd", "vs base": "base", "vs model": "model"}
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,14 @@ def _lines_needed(records: list[ResultRecord], room: int) -> int:
 def _columns(records: list[ResultRecord], width: int) -> Layout:
     """The first form, widest first, in which every test name fits (on one line, then wrapped
     once at its joints); optional columns are given up only when even the most compact fails."""
-    wide = [c for c in COLUMNS if width >= c[2]]
+    columns = [c for c in COLUMNS if _has(records, c[0])]
+    wide = [c for c in columns if width >= c[2]]
     room = width - _figures_width(records, wide)
-    if len(wide) == len(COLUMNS) - (width < 110) and _lines_needed(records, room) <= 1:
+    # the wide form: every column a terminal of this width shows (only tok/J and out tok/s wait
+    # for a wider one), each name on one line
+    if len(wide) == len([c for c in columns if c[2] <= 100 or width >= c[2]]) and _lines_needed(records, room) <= 1:
         return Layout(wide, room)
-    shown = [c for c in COLUMNS if c[0] != "tok/J" or width >= 110]
+    shown = [c for c in columns if c[2] <= 100 or width >= c[2]]
     note = ""
     requests = {r.requests for r in records}
     if len(requests) == 1:  # one value for every row: said once, under the table
@@ -153,6 +160,14 @@ def _columns(records: list[ResultRecord], width: int) -> Layout:
         if _lines_needed(records, room) <= 2:
             break
     return Layout(shown, max(room, 12), True, 1, note)
+
+
+def _has(records: list[ResultRecord], header: str) -> bool:
+    """The latency columns only when some engine reported the figure (hf and trtllm may not)."""
+    if header not in ("TTFT/TPOT", "out tok/s"):
+        return True
+    keys = ("ttft_s", "tpot_s") if header == "TTFT/TPOT" else ("out_tok_per_s",)
+    return any((r.latency or {}).get(k) is not None for r in records for k in keys)
 
 
 def _figures_width(records: list[ResultRecord], shown: list[tuple[str, JustifyMethod, int]], gap: int = 2,
@@ -176,6 +191,8 @@ def _cells(r: ResultRecord) -> dict[str, Any]:
         "J/tok": sig(r.j_per_out_token) + (HOST_BOUND_MARK if r.host_bound else ""),
         "tok/J": sig(r.tokens_per_joule),
         "avg W": sig(r.avg_watts),
+        "TTFT/TPOT": latency.cell(r.latency),
+        "out tok/s": sig((r.latency or {}).get("out_tok_per_s")),
         "rounds": str(len(r.rounds)),
         "spread": _num(r.spread, ".1%"),
         "vs base": _delta(r),
@@ -193,6 +210,8 @@ def measurements_table(records: list[ResultRecord], width: int) -> Group:
     shown, room = layout.shown, layout.room
     meter = f"meter {first.meter}" + (f" · {layout.requests_note}" if layout.requests_note else "")
     caption = [describe(fp) + f" · {meter}"] if layout.gap == 2 and not layout.short else [describe(fp), meter]
+    if any(h == "TTFT/TPOT" for h, _, _ in shown):
+        caption.append("TTFT/TPOT: median ms to the first token / per output token")
     # ids, names and paths are the user's: Text, never markup ("[/bold]" in an id is no tag); title
     # and caption are lines of their own, not wrapped to the figures' width
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, header_style="bold",
@@ -285,6 +304,8 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
         meters = ", ".join(sorted({str(r.meter) for r in dry}))
         lines.append(Text(f"{DRY_RUN} (meter {meters}): {len(dry)} measurement(s) checked their token counts only; "
                           "their tests were skipped", style="yellow"))
+    lines += _lines("latency regressions (--joules-latency-tolerance)", (r for r in records if r.latency_regression),
+                    "bold red", lambda r: f"{r.key}: {r.latency_regression}")
     # a regression is not listed here: its test failed, and the failure says it once, verdict first
     lines += _lines("invalid or refused", by(V.INVALID, "refused", "error"), "bold red",
                     lambda r: f"{r.key}: {r.verdict.detail if r.verdict else ''}")
@@ -297,6 +318,11 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
         return f"{r.key}: {why}" + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else "")
 
     lines += _lines("too noisy to judge (not failed)", by(V.NOISY), "yellow", noisy)
+    idle = sorted({rd["info"]["idle_watts"] for r in records for rd in r.rounds
+                   if isinstance(rd.get("info"), dict) and isinstance(rd["info"].get("idle_watts"), (int, float))})
+    if idle:  # nvml meter option idle_s: shown beside J/tok, never subtracted from it
+        lines.append(Text(f"idle power of the metered GPUs: {sig(idle[0])} W, measured before the first test (meter "
+                          "option idle_s); J/tok includes it, each round's info has joules_above_idle", style="dim"))
     host_bound = [r for r in records if r.host_bound]
     if host_bound:
         from ..measure.measurement import HOST_BOUND_FIX

@@ -68,6 +68,8 @@ class StepProfile:
 
     def __init__(self, cost: RunCost, step_seconds: np.ndarray) -> None:
         self.cost = cost
+        self.ordered = np.asarray(step_seconds)  # in the order they run: per-request latency (sim/latency.py)
+        self.requests: tuple[np.ndarray, np.ndarray] | None = None  # each request's first and last step
         self._sorted = np.sort(step_seconds)
         self._prefix = np.concatenate([[0.0], np.cumsum(self._sorted)])
         self.gpu_seconds = float(self._prefix[-1])
@@ -90,6 +92,8 @@ class SimRun:
     joules: float
     phases: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)
+    ttft_s: list[float] = field(default_factory=list)
+    tpot_s: list[float] = field(default_factory=list)
 
 
 class _Stream:
@@ -264,7 +268,10 @@ class SimDevice:
         self._advance(seconds, joules, busy)
         t_scale = seconds / cost.seconds if cost.seconds else 1.0
         e_scale = joules / cost.joules if cost.joules else 1.0
+        ttft, tpot = self._latency(workload, profile, host, k, seconds)
         return SimRun(
+            ttft_s=ttft,
+            tpot_s=tpot,
             seconds=seconds,
             joules=joules,
             phases={
@@ -282,6 +289,17 @@ class SimDevice:
                 "host_slow_share": round(slow_share, 3),
             },
         )
+
+    def _latency(self, workload: Workload, profile: StepProfile, host: float, k: float,
+                 seconds: float) -> tuple[list[float], list[float]]:
+        from .latency import request_steps, request_times
+
+        if profile.requests is None:
+            first, last, steps = request_steps(workload, self.runtime.static_batching, self.kv_slots(workload),
+                                               DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS)
+            assert steps == profile.ordered.size, "the latency replay must take the scheduler's steps"
+            profile.requests = (first, last)
+        return request_times(profile.ordered, host, k, seconds, *profile.requests, workload.n_out)
 
     def _kv_slots_or_error(self, workload: Workload) -> int:
         slots = self.kv_slots(workload)

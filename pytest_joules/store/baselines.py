@@ -84,6 +84,8 @@ class Entry:
     j_per_out_token: float
     spread: float | None
     recorded: str
+    #: the median TTFT/TPOT/output tok/s recorded with the rounds (latency.py); None in older files
+    latency: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,15 @@ def _entry(path: Path, key: str, item: Any) -> Entry:
         j_per_out_token=float(median),
         spread=None if spread is None else float(spread),
         recorded=recorded,
+        latency=_latency(item.get("latency")),
     )
+
+
+def _latency(value: Any) -> dict[str, float | None] | None:
+    """A recorded latency, or None: it is only shown and gated, never what the energy gate judges."""
+    from ..measure.latency import from_record
+
+    return from_record({"latency": value}) if isinstance(value, dict) else None
 
 
 def parse_file(path: Path, data: Any) -> tuple[dict[str, Any], dict[str, Entry]]:
@@ -312,7 +322,8 @@ class BaselineStore:
         return Lookup(entry)
 
     # -- recording ----------------------------------------------------------------------------
-    def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None) -> Path:
+    def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None,
+              latency: Mapping[str, float | None] | None = None) -> Path:
         """Keep one test's rounds for the next `flush`; DataError when its file could not be written."""
         if not rounds:
             raise ValueError("no valid rounds to record")
@@ -328,6 +339,8 @@ class BaselineStore:
             "j_per_out_token": float(statistics.median(rounds)),
             "spread": None if spread is None else _short(spread) if spread else 0.0,
         }
+        if latency:
+            self._pending[path][1][key]["latency"] = {k: v for k, v in latency.items() if v is not None}
         return path
 
     def unstage(self, fp: Mapping[str, Any], key: str) -> bool:

@@ -25,7 +25,10 @@ DEVICE_FIELDS: dict[str, tuple[str, ...]] = {
     "gpu_set": ("gpu_set",),
     "host_count": ("host_count",),
 }
-ENGINE_FIELDS = ("kind", "version", "model", "dtype", "runtime")
+#: the serving engines add what else changes their energy (absent keys are left out, so the other
+#: engines' fingerprints are unchanged)
+ENGINE_FIELDS = ("kind", "version", "model", "dtype", "runtime", "server", "max_model_len", "tensor_parallel_size",
+                 "quantization", "kv_cache_dtype", "max_num_seqs", "prompt")
 
 
 def _first(source: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

@@ -17,7 +17,7 @@ from ..measure.measurement import Measurement, Round
 
 #: keys a plugin record carries and a `joules sweep` result does not: written only when set
 TEST_FIELDS = ("key", "baseline_note", "baseline_updated", "extrapolated", "model_batching",
-               "nodeid", "test", "label", "baseline_not_saved")
+               "baseline_latency", "latency_regression", "nodeid", "test", "label", "baseline_not_saved")
 _VERDICT_KEYS = ("status", "current", "baseline", "delta", "tolerance", "detail",
                  "ci_low", "ci_high", "p_value", "resolution", "method")
 
@@ -40,7 +40,12 @@ def round_to_dict(r: Round) -> dict[str, Any]:
         "problems": list(r.problems),
         "phases": {k: clean(v) for k, v in r.phases.items()},
         "info": r.info,
+        "latency": _latency(r.latency),
     }
+
+
+def _latency(lat: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if lat is None else {k: clean(v) for k, v in lat.items()}
 
 
 def verdict_to_dict(v: Verdict | None) -> dict[str, Any] | None:
@@ -72,6 +77,8 @@ class ResultRecord:
     avg_watts: float | None = None
     spread: float | None = None
     gpu_util: float | None = None
+    #: median TTFT, TPOT, TPOT p90 (seconds) and output tokens/s over the rounds (measure/latency.py)
+    latency: dict[str, Any] | None = None
     host_bound: bool = False
     rounds_stopped: str | None = None
     confidence: float | None = None
@@ -96,6 +103,9 @@ class ResultRecord:
     extrapolated: bool | None = None
     #: the fitted model's batching when it differs from this workload's (no prediction then)
     model_batching: str | None = None
+    #: the baseline's latency figures, and why this run's failed --joules-latency-tolerance
+    baseline_latency: dict[str, Any] | None = None
+    latency_regression: str | None = None
     nodeid: str | None = None
     test: str | None = None
     #: "" for a test's first measurement, else its name ("quarter-length", "#2")
@@ -113,7 +123,7 @@ class ResultRecord:
             max_batch_size=w.max_batch_size, seed=w.seed,
             j_per_out_token=clean(m.j_per_out_token), tokens_per_joule=clean(m.tokens_per_joule),
             joules=clean(m.joules), seconds=clean(m.seconds), avg_watts=clean(m.avg_watts),
-            spread=clean(m.spread), gpu_util=clean(m.gpu_util), host_bound=m.host_bound,
+            spread=clean(m.spread), gpu_util=clean(m.gpu_util), latency=_latency(m.latency), host_bound=m.host_bound,
             rounds_stopped=m.stopped or None, confidence=m.confidence, valid=m.valid,
             problems=list(m.problems), rounds=[round_to_dict(r) for r in m.rounds],
             baseline=clean(m.baseline), baseline_rounds=m.baseline_rounds,

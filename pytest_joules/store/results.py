@@ -8,8 +8,10 @@
      "results": [{"name": ..., "n_in": ..., "n_out": ..., "requests": ..., "max_batch_size": ...,
                   "seed": ..., "j_per_out_token": ..., "tokens_per_joule": ..., "joules": ...,
                   "seconds": ..., "avg_watts": ..., "spread": ..., "valid": true, "problems": [],
+                  "latency": null | {"ttft_s", "tpot_s", "tpot_p90_s", "out_tok_per_s"},  # latency.py
                   "rounds": [{"joules": ..., "seconds": ..., "reps": ..., "output_tokens": ...,
-                              "input_tokens": ..., "valid": true, "problems": [], "phases": {}}],
+                              "input_tokens": ..., "valid": true, "problems": [], "phases": {},
+                              "latency": null | {...}}],
                   "baseline": null | float, "baseline_rounds": null | [...],
                   "prediction": null | float, "model": null | str, "model_error": null | float,
                   "verdict": null | {"status": ..., "delta": ..., "tolerance": ..., "detail": ...}}],

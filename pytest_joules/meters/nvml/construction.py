@@ -12,6 +12,7 @@ from .api import NOT_SUPPORTED, NvmlApi, NvmlCallError, open_api, quiet_shutdown
 from .devices import own_pids, resolve_device, visible_devices
 from .meter import NvmlMeter
 from .options import MeteredGpu, NvmlOptions
+from .server import check_server_gpus, server_pids, with_server
 from .sampling import PowerSampler, integrate
 
 if TYPE_CHECKING:
@@ -66,16 +67,23 @@ def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = Nvml
     sleep used while waiting for counter ticks."""
     opt = NvmlOptions.from_spec(spec)
     refs = list(engine.devices())
-    if not refs and not opt.all_devices:
+    if not refs and not opt.all_devices and not opt.device_list:
         raise MeterUnavailable(
-            f"engine {engine.kind!r} reports no GPU (it runs on the CPU), so the nvml meter has "
-            "nothing to meter; use --joules-meter rapl or none, or meter option devices=all to "
-            "meter every visible GPU anyway"
+            f"engine {engine.kind!r} reports no GPU (it runs on the CPU, or serves from another process), so the "
+            "nvml meter has nothing to meter; name the GPUs with meter option devices=0,1 (NVML indices or UUIDs), "
+            "use --joules-meter rapl or none, or meter option devices=all to meter every visible GPU anyway"
         )
     api = open_api(api_factory)
     try:
         found: list[tuple[Any, str]] = []
-        if refs:
+        if opt.device_list:
+            for entry in opt.device_list:
+                try:
+                    found.append((api.handle_by_uuid(entry), f"uuid {entry} (meter option devices)") if entry.startswith("GPU-")
+                                 else (api.handle_by_index(int(entry)), f"NVML index {entry} (meter option devices)"))
+                except NvmlCallError as exc:
+                    raise MeterUnavailable(f"meter option devices: no GPU {entry} in NVML: {exc}") from None
+        elif refs:
             for ref in refs:
                 try:
                     found.append(resolve_device(api, ref, env))
@@ -93,6 +101,10 @@ def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = Nvml
         for handle, how in found:
             gpu = _probe_gpu(api, handle, how, opt)
             gpus.setdefault(gpu.label, gpu)  # the same GPU named twice is metered once
+        server = server_pids(engine)
+        if server:  # a server metered from outside: its processes must run on the metered GPUs
+            check_server_gpus(api, engine, list(gpus.values()), server)
+            pids = with_server(pids, server)
         for gpu in gpus.values():
             if opt.idle_s > 0:
                 gpu.idle_w = _idle_watts(api, gpu, opt.idle_s, opt.sample_interval_s)

@@ -47,6 +47,9 @@ class NvmlOptions:
     min_watts: float = 5.0
     idle_s: float = 0.0
     all_devices: bool = False
+    #: devices=0,1 or GPU-uuid,...: these GPUs (NVML indices or UUIDs), whatever the engine says;
+    #: how a server the plugin did not start (the openai engine) is metered
+    device_list: tuple[str, ...] = ()
     align: bool = True  # start and end each window on a counter tick (see `ticks`)
     poll_s: float = 0.0005  # how often to read the counter while waiting for a tick
     tick_timeout_s: float = 0.5  # a counter that does not move this long is stuck (default 5 update periods)
@@ -67,7 +70,11 @@ class NvmlOptions:
             raise ConfigError("nvml meter option sample_interval_s must be positive")
         values.setdefault("tick_timeout_s", max(0.5, 5 * values.get("update_period_s", cls.update_period_s)))
         devices = spec.options.get("devices", "engine")
-        if devices not in ("engine", "all"):
-            raise ConfigError(f"nvml meter option devices must be 'engine' or 'all', got {devices!r}")
+        from .server import device_list
+
+        listed = device_list(devices)
+        if devices not in ("engine", "all") and not listed:
+            raise ConfigError(f"nvml meter option devices must be 'engine', 'all' or a list of NVML indices or GPU "
+                              f"UUIDs (devices=0,1), got {devices!r}")
         align = bool_option("nvml", spec.options, "align", True)
-        return cls(**values, all_devices=devices == "all", align=align)
+        return cls(**values, all_devices=devices == "all", device_list=listed, align=align)
