@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "export": "export",
     "list": "listing",
     "history": "history",
+    "advise": "advise",
 }
 
 

@@ -54,6 +54,10 @@ class SimEngine:
         self.sim_device = SimDevice(self.arch, self.gpu, dtype_bytes=2, slowdown=slowdown, seed=seed,
                                     runtime=runtime, noise=noise)
         self.max_positions: int | None = self.arch.max_positions
+        #: in-flight batching serves requests as they arrive; the eager runtime runs static batches
+        self.serves_over_time = not self.sim_device.runtime.static_batching
+        self.over_time_refusal = "runtime=eager runs static batches like transformers' generate"
+        self._prompt_lengths: dict[tuple, list[int]] = {}
 
     def identity(self) -> dict[str, str]:
         from ..sim.device import SIM_VERSION
@@ -62,11 +66,25 @@ class SimEngine:
         return {"kind": self.kind, "model": self.arch.name, "dtype": self.dtype, "version": SIM_VERSION,
                 "runtime": self.sim_device.runtime.name}
 
+    def _input_lengths(self, workload: Workload) -> list[int]:
+        """Each request's prompt length; text prompts are cut with the sim's tokenizer rule
+        (engines/prompt_text.py: one token per 4 characters) to prove they can be."""
+        if workload.prompts is None:
+            return [n for n, _ in workload.lengths()]
+        key = (workload.prompts, workload.mix, workload.n_in, workload.requests)
+        if key not in self._prompt_lengths:
+            from .prompt_text import sim_encode, token_prompts
+
+            ids = token_prompts(workload.prompts, [n for n, _ in workload.lengths()], sim_encode)
+            self._prompt_lengths = {key: [len(p) for p in ids]}
+        return self._prompt_lengths[key]
+
     def run(self, workload: Workload) -> EngineRun:
+        inputs = self._input_lengths(workload)
         done = self.sim_device.run(workload)
         return EngineRun(
-            input_tokens=[workload.n_in] * workload.requests,
-            output_tokens=[workload.n_out] * workload.requests,
+            input_tokens=inputs,
+            output_tokens=[m for _, m in workload.lengths()],
             seconds=done.seconds,
             phases=done.phases,
             info={**done.info, "joules": done.joules, "simulated": True},

@@ -64,8 +64,13 @@ class StepProfile:
     """The GPU time of every step of one workload, sorted, so that the time of a run whose host
     needs `c` seconds per step, sum(max(gpu_i, c)), costs a binary search instead of a loop."""
 
-    def __init__(self, cost: RunCost, step_seconds: np.ndarray) -> None:
+    def __init__(self, cost: RunCost, step_seconds: np.ndarray, idle_s: float = 0.0,
+                 latency: dict[str, float] | None = None) -> None:
         self.cost = cost
+        #: seconds with nothing to run, waiting for requests to arrive (sim/serving.py)
+        self.idle_s = idle_s
+        #: latency percentiles of a schedule over time (sim/serving.py)
+        self.latency = latency or {}
         self._sorted = np.sort(step_seconds)
         self._prefix = np.concatenate([[0.0], np.cumsum(self._sorted)])
         self.gpu_seconds = float(self._prefix[-1])
@@ -201,12 +206,24 @@ class SimDevice:
         """How many requests of this length the KV cache can hold at once."""
         return int(self.kv_pool_bytes // ((workload.n_in + workload.n_out) * self.model.kv_bytes_per_token))
 
+    @staticmethod
+    def _key(workload: Workload) -> tuple:
+        # a mix or an arrival schedule is served by sim/serving.py; prompt text does not change the work
+        arrival = workload.arrival.label() if workload.arrival is not None else ""
+        over_time = (zlib.crc32(f"{workload.schedule_key()}|{arrival}".encode()),) if workload.mix or arrival else ()
+        return (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, *over_time)
+
     def profile(self, workload: Workload) -> StepProfile:
-        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size)
+        key = self._key(workload)
         found = self._profiles.get(key)
         if found is None:
-            cost, steps = (self.schedule_static if self.runtime.static_batching else self.schedule_steps)(workload)
-            found = self._profiles[key] = StepProfile(cost, steps)
+            if workload.mix is not None or workload.arrival is not None:
+                from .serving import schedule
+
+                found = self._profiles[key] = schedule(self, workload)
+            else:
+                cost, steps = (self.schedule_static if self.runtime.static_batching else self.schedule_steps)(workload)
+                found = self._profiles[key] = StepProfile(cost, steps)
         return found
 
     def schedule(self, workload: Workload) -> RunCost:
@@ -218,7 +235,7 @@ class SimDevice:
         profile = self.profile(workload)
         cost = profile.cost
         # The seed picks the noise stream; the prompt seed does not change the work.
-        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, self._label)
+        key = (*self._key(workload), self._label)
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = _Stream(self.seed, key, self.noise)
@@ -237,7 +254,7 @@ class SimDevice:
         stall = hiccups(stream.rng, noise, seconds, rt.hiccups_per_s, rt.hiccup_mean_s)
         if first:
             stall += rt.first_run_extra_s
-        seconds += stall
+        seconds += stall + profile.idle_s  # waiting for requests to arrive: the GPU has nothing to do
         # kernels: the physics' energy, stretched by k at a power varied by the draw; waiting:
         # every other second of the run at the power of a GPU with nothing to do
         joules = (cost.joules * k * draw.gpu_power + self.model.waiting_watts * (seconds - busy)) * self.power_factor
@@ -260,6 +277,8 @@ class SimDevice:
                 "runtime": rt.name,
                 "gpu_busy_s": busy,
                 "host_slow_share": round(slow_share, 3),
+                **({"idle_s": profile.idle_s} if profile.idle_s else {}),
+                **({"latency": dict(profile.latency)} if profile.latency else {}),
             },
         )
 
