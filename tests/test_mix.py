@@ -53,7 +53,7 @@ def test_a_mix_workload_has_the_samples_lengths_and_means():
 def test_the_longest_request_is_checked_against_the_context():
     w = Workload.of_mix(M.from_list(CHAT), 6)
     w.check_positions(1152, "sim")
-    with pytest.raises(ConfigError, match=r"mix=inline#\w+: its longest request n_in \+ n_out = 1024 \+ 128 = 1152 "
+    with pytest.raises(ConfigError, match=r"its longest request: n_in \+ n_out = 1024 \+ 128 = 1152 "
                                           r"exceeds sim's maximum of 1000 positions; drop or truncate"):
         w.check_positions(1000, "sim")
 

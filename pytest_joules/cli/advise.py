@@ -51,13 +51,13 @@ def _load_model(path: str, choice: str) -> tuple[Any, Any, dict[str, Any]]:
 
     raw = load_json(path)
     models = analytical.models_from_data(raw, path)
-    if choice == "best":
-        model = analytical.best_model(models)
-    else:
+    model = analytical.best_model(models)
+    if choice != "best":
         found = [m for m in models if m.name == choice]
         if not found:
             raise DataError(f"{path}: has no {choice!r} model; it holds: {', '.join(m.name for m in models)}")
         model = found[0]
+    assert model is not None  # models_from_data refuses a file without models
     return model, uncertainty.from_document(raw, path).get(model.name), raw if isinstance(raw, dict) else {}
 
 

@@ -155,7 +155,7 @@ def _csv_rows(path: str, text: str) -> Iterable[tuple[int, int, float]]:
     for row in reader:
         where = f"mix file {path} line {reader.line_num}"
         if None in row or any(v is None for v in row.values()):  # DictReader: extra cells under None, missing ones None
-            fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])  # type: ignore[call-overload]
+            fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
             raise ConfigError(f"{where}: has {fields} fields, the header {len(header)}; fix the row")
         weight = row.get("weight")
         yield (_length(where, n_col, row[n_col]), _length(where, m_col, row[m_col]),
@@ -169,7 +169,7 @@ def _jsonl_rows(path: str, text: str) -> Iterable[tuple[int, int, float]]:
         where = f"mix file {path} line {number}"
         try:
             item = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: not JSON ({exc.msg}); {FORMAT_FIX}") from None
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected an object with n_in and n_out, got {type(item).__name__}")

@@ -52,7 +52,7 @@ class PromptFile:
 def _text(where: str, line: str) -> str:
     try:
         item = json.loads(line)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: not JSON ({exc.msg}); give one JSON string or {{\"prompt\": \"...\"}} per line") from None
     if isinstance(item, dict):
         key = next((k for k in KEYS if isinstance(item.get(k), str)), None)

@@ -105,7 +105,7 @@ class Workload:
             return
         n, m = max(set(self.lengths()), key=sum) if self.mix is not None else (self.n_in, self.n_out)
         if n + m > max_positions:
-            what = f"{self.mix.label()}: its longest request " if self.mix is not None else ""
+            what = "its longest request: " if self.mix is not None else ""
             fix = "drop or truncate those requests of the mix" if self.mix is not None else "use shorter lengths"
             raise ConfigError(
                 f"{what}n_in + n_out = {n} + {m} = {n + m} exceeds {engine}'s maximum of {max_positions} positions; {fix}"

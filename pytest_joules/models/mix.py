@@ -181,7 +181,7 @@ class PolicyRow:
     per_token: Estimate  # relative change of J per output token
     per_request: Estimate  # relative change of the energy of a request
     tokens_kept: float  # share of the output tokens still generated
-    note: str = ""
+    note: str = ""  # what it changes: "15% of prompts"
 
 
 @dataclass(frozen=True)
@@ -239,19 +239,19 @@ def advise(mm: MixModel, mix: Lengths, truncate: Sequence[int] = (), cap: Sequen
         after = mix.capped(n_in=n)
         policies.append(PolicyRow(f"inputs ≤ {n}", mm.j_per_output_token(after),
                                   mm.change(mix, after, True), mm.change(mix, after, False), 1.0,
-                                  f"{float(mix.weight[mix.n_in > n].sum() / mix.weight.sum()):.0%} of prompts cut"))
+                                  f"{float(mix.weight[mix.n_in > n].sum() / mix.weight.sum()):.0%} of prompts"))
     for m in cap:
         after = mix.capped(n_out=m)
         policies.append(PolicyRow(f"outputs ≤ {m}", mm.j_per_output_token(after),
                                   mm.change(mix, after, True), mm.change(mix, after, False),
                                   after.output_tokens / mix.output_tokens,
-                                  f"{float(mix.weight[mix.n_out > m].sum() / mix.weight.sum()):.0%} of replies cut"))
+                                  f"{float(mix.weight[mix.n_out > m].sum() / mix.weight.sum()):.0%} of replies"))
     for other in batch_models:
         change = between(mm, other, mix)
         cap_at = other.model.batching.get("max_batch_size")
         name = f"batch ≤ {cap_at}" if isinstance(cap_at, int) else f"batch: {other.model.batching_label() or '?'}"
         policies.append(PolicyRow(name, other.j_per_output_token(mix), change, change, 1.0,
-                                  f"model at {other.model.batching_label() or 'unknown batching'}"))
+                                  "every request"))
     inside = np.array([mm.model.in_range(n, m) for n, m in zip(mix.n_in, mix.n_out)])
     return Advice(mm.j_per_output_token(mix), mm.j_per_request(mix), mix.output_tokens,
                   float(mix.weight @ mix.n_in / mix.weight.sum()), _bands(mm, mix), policies,

@@ -100,9 +100,9 @@ def bands_table(advice: Advice) -> Table:
 def policies_table(advice: Advice) -> Table:
     table = Table(title="Policies (each alone, on the whole mix; against it as it is)", title_justify="left",
                   box=box.SIMPLE_HEAD)
-    for name in ("policy", "J/out-token", "J/request", "tokens kept", "note"):
-        table.add_column(name, justify="left" if name in ("policy", "note") else "right",
-                         no_wrap=name not in ("policy", "note"))
+    for name in ("policy", "J/out-token", "J/request", "tokens kept", "changes"):
+        table.add_column(name, justify="left" if name in ("policy", "changes") else "right",
+                         no_wrap=name != "policy")
     for p in advice.policies:
         table.add_row(p.name, _change(p.per_token), _change(p.per_request), f"{p.tokens_kept:.0%}", p.note)
     table.caption = Text("± in percentage points (paired bootstrap replicates). Capping outputs saves energy per "

@@ -26,15 +26,16 @@ a second-order effect that is left out). Latencies are the noise-free schedule's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..engines.workload import Workload
+from .profile import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, RunCost, StepProfile
 
-if TYPE_CHECKING:
-    from .device import SimDevice, StepProfile
+#: the device is sim/device.py's SimDevice (not imported: it imports this module)
+SimDevice = Any
 
 #: latency percentiles reported
 PERCENTILES = (50, 90, 99)
@@ -42,8 +43,6 @@ PERCENTILES = (50, 90, 99)
 
 def schedule(device: SimDevice, workload: Workload) -> StepProfile:
     """The step profile of a mix or an arrival schedule (uniform workloads keep device.py's path)."""
-    from .device import StepProfile
-
     lengths = workload.lengths()
     biggest = max(set(lengths), key=sum)
     capacity = device.kv_pool_bytes / device.model.kv_bytes_per_token
@@ -72,7 +71,6 @@ def _static(device: SimDevice, workload: Workload, lengths: Sequence[tuple[int, 
     """Eager (transformers-like) runtime: each distinct length in static batches, one after another,
     as the hf engine runs a mix."""
     from ..engines.mix import groups
-    from .device import RunCost, StepProfile
 
     total = RunCost()
     steps = []
@@ -90,8 +88,6 @@ def _static(device: SimDevice, workload: Workload, lengths: Sequence[tuple[int, 
 def _inflight(device: SimDevice, lengths: Sequence[tuple[int, int]], arrive: np.ndarray,
               concurrency: int | None, max_batch_size: int | None) -> StepProfile:
     """Step through in-flight batching as the module's docstring says."""
-    from .device import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, RunCost, StepProfile
-
     model = device.model
     total = len(lengths)
     n_in = np.array([n for n, _ in lengths], dtype=np.int64)
