@@ -6,7 +6,8 @@ loads, and compares each with the committed model's prediction for the same requ
 E(n_in, n_out) weighted by each request's output tokens, models/mix.py) and its 95% band:
 
   - at once:   16 requests sent together (the model's own batching: requests=16)
-  - users=16:  a closed loop of 16 users over 128 requests (16 in flight, as the model assumes)
+  - users=16:  a closed loop of 16 users over 128 requests (16 in flight, as the model assumes),
+               and over 1024 requests (the draining tail at the end weighs less)
   - rate=R/s:  128 requests arriving as a Poisson process
 
     python benchmarks/mix_model.py [--seed 3] [--markdown]
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b.model.json"
 MIXES = {"chat": "chat.jsonl", "RAG": "rag.csv", "code": "code.csv"}
 LOADS = [("at once", 16, None), ("users=16", 128, M.Arrival(concurrency=16)),
+         ("users=16 x1024", 1024, M.Arrival(concurrency=16)),
          ("rate=2/s", 128, M.Arrival(rate=2.0)), ("rate=8/s", 128, M.Arrival(rate=8.0))]
 
 

@@ -63,14 +63,12 @@ def render(advice: Advice, ctx: Context, console: Console) -> None:
     out.append(f"  J per output token      {_value(j)}\n", style="bold")
     out.append(f"  J per request           {_value(advice.j_per_request, '.4g')}"
                f"   (mean {advice.input_tokens:.0f} tokens in, {advice.output_tokens:.0f} out)\n")
-    kwh = _kwh(j.value)
-    band = f" [{_kwh(j.low):.4g}–{_kwh(j.high):.4g}]" if j.low is not None and j.high is not None else ""
-    out.append(f"  per 1M output tokens    {kwh:.4g} kWh{band}")
+    def scaled(k: float) -> Estimate:
+        return Estimate(k * j.value, None if j.low is None else k * j.low, None if j.high is None else k * j.high)
+
+    out.append(f"  per 1M output tokens    {_value(scaled(_kwh(1.0)))} kWh")
     if ctx.price is not None:
-        cost = f" · cost {kwh * ctx.price:.4g}"
-        if j.low is not None and j.high is not None:
-            cost += f" [{_kwh(j.low) * ctx.price:.4g}–{_kwh(j.high) * ctx.price:.4g}]"
-        out.append(f"{cost} per 1M output tokens at {ctx.price:g}/kWh")
+        out.append(f" · cost {_value(scaled(_kwh(1.0) * ctx.price))} at {ctx.price:g}/kWh")
     else:
         out.append(" · cost: give --price (per kWh)")
     console.print(out, soft_wrap=True)
