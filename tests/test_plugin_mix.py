@@ -64,6 +64,17 @@ def test_mixes_and_arrivals_are_measured_recorded_and_judged(proj):
     again = proj.runpytest("--joules", "-rA")
     again.assert_outcomes(passed=3)
     assert " new" not in again.stdout.str()
+    assert "~" in again.stdout.str()  # a mix's mean lengths
+
+
+def test_fit_skips_mixes_and_arrivals_saying_why(proj, capsys):
+    from pytest_joules.cli import main
+
+    proj.runpytest("--joules", "--joules-json", "out.json").assert_outcomes(passed=3)
+    capsys.readouterr()
+    assert main(["fit", str(proj.path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert "its 4 valid result(s) are length mixes or arrivals, not points of the per-point model" in err
 
 
 def test_a_changed_mix_file_is_another_workload(proj):
@@ -127,3 +138,17 @@ def test_lengths_beyond_the_context_and_too_short_prompts_fail_in_one_line(proj)
         "*test_too_long: mix=inline#*: its longest request: n_in + n_out = 1500 + 1000 = 2500 exceeds*2048 positions*",
         "*test_text: prompts file prompts.jsonl: 200 tokens in all, so n_in=1700 would repeat it 9 times (at most 8)*",
     ])
+
+
+def test_compare_matches_a_mix_only_with_the_same_mix(proj, capsys):
+    from pytest_joules.cli import main
+
+    proj.runpytest("--joules", "-k", "at_once", "--joules-json", "old.json").assert_outcomes(passed=1)
+    capsys.readouterr()
+    assert main(["compare", str(proj.path / "old.json"), str(proj.path / "old.json"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+    (proj.path / "mixes/chat.csv").write_text(CHAT + "4000,16\n")
+    proj.runpytest("--joules", "-k", "at_once", "--joules-json", "new.json").assert_outcomes(passed=1)
+    capsys.readouterr()
+    assert main(["compare", str(proj.path / "old.json"), str(proj.path / "new.json"), "--json"]) == 2
+    assert "nothing to compare" in capsys.readouterr().err  # another mix: another workload

@@ -206,6 +206,9 @@ def _from_results(path: Path) -> PointsFile:
     if len(settings) > 1:
         shown = ", ".join(f"requests={r} max_batch_size={b}" for r, b in sorted(settings, key=str))
         notes.append(f"results mix batch settings ({shown}); batching changes J/out-token, fit one setting at a time")
+    if not points and traffic:
+        raise DataError(f"{path}: its {traffic} valid result(s) are length mixes or arrivals, not points of the "
+                        "per-point model; measure points to fit (joules sweep, or tests of one n_in and n_out)")
     if not points:
         raise DataError(
             f"{path}: none of its {len(results.rows)} result(s) has a valid J/out-token; nothing to fit"

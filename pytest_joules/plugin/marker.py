@@ -114,10 +114,12 @@ def _rounds(test: str, value: Any, where: str = "@pytest.mark.energy") -> int | 
 def traffic(test: str, kwargs: dict[str, Any], base: Any, where: str = "@pytest.mark.energy") -> dict[str, Any]:
     """The mix, arrival and prompt source of marker or joules() keywords (each loaded and checked;
     files relative to `base`, the test's folder); only the keys that were given."""
+    out: dict[str, Any] = {}
+    if not {"mix", "rate", "concurrency", "prompts"} & set(kwargs):
+        return out  # a test of one point imports nothing more
     from ..engines import mix as M
     from ..engines import prompt_text
 
-    out: dict[str, Any] = {}
     try:
         if kwargs.get("mix") is not None:
             out["mix"] = M.load(kwargs["mix"], base)
@@ -161,9 +163,10 @@ def parse(mark: Any, test: str, base: Any = None) -> EnergySpec:
     n_out, grid_out = _lengths(test, "n_out", kwargs["n_out"]) if "mix" not in more else ((), False)
     max_batch = kwargs.get("max_batch_size")
     rounds = kwargs.get("rounds")
-    from ..engines.mix import DEFAULT_REQUESTS
-
-    requests = _positive_int(test, "requests", kwargs.get("requests", DEFAULT_REQUESTS if "mix" in more else 1))
+    default = 1
+    if "mix" in more:
+        from ..engines.mix import DEFAULT_REQUESTS as default
+    requests = _positive_int(test, "requests", kwargs.get("requests", default))
     _check_requests(test, requests)
     return EnergySpec(
         n_in=n_in,
