@@ -132,7 +132,8 @@ def _first_not_none(*values: float | None) -> float:
 def _key(row: ResultRow) -> tuple[Any, ...]:
     # the seed only picks which random prompt tokens run; the work, and so the energy, is the same
     w = row.workload
-    traffic = row.raw.get("traffic") if isinstance(row.raw.get("traffic"), dict) else {}
+    found = row.raw.get("traffic")
+    traffic: dict[str, Any] = found if isinstance(found, dict) else {}
     # a mix, its arrivals and its prompt file are the work too (docs/mixes.md): by content hash
     same = tuple(str(traffic.get(k, "")).rsplit("#", 1)[-1] for k in ("mix", "arrival", "prompts"))
     return (row.name, w.n_in, w.n_out, w.requests, w.max_batch_size, *same)
