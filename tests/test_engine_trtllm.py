@@ -144,9 +144,12 @@ class FakeLLM:
         assert isinstance(inputs[0], list), "a batch of token prompts is a list of lists"
         if self.fail_in == "generate":
             raise self.failure
-        for p in inputs:
-            self._check_arguments(p, sampling_params)
-        return [self._one(p, sampling_params) for p in inputs]
+        # one SamplingParams for all, or a list with one per prompt (`generate`, llmapi/llm.py)
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(inputs)
+        assert len(params) == len(inputs)
+        for p, sp in zip(inputs, params):
+            self._check_arguments(p, sp)
+        return [self._one(p, sp) for p, sp in zip(inputs, params)]
 
     def generate_async(self, inputs, sampling_params=None):
         self.async_calls.append((inputs, sampling_params))

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "history": "history",
     "report": "report",
     "dashboard": "dashboard",
+    "advise": "advise",
 }
 
 

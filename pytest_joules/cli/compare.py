@@ -1,7 +1,8 @@
 """`joules compare OLD.json NEW.json`: the pytest verdicts outside pytest, for CI gates.
 
-Results are matched by name and workload (n_in, n_out, requests, max_batch_size; not the prompt
-seed, which changes the tokens but not the work); a name that appears several times in a file is
+Results are matched by name and workload (n_in, n_out, requests, max_batch_size, and a length
+mix's, arrival schedule's and prompt file's content; not the prompt seed, which changes the tokens
+but not the work); a name that appears several times in a file is
 matched occurrence by occurrence. Files with no result in common are an error, not a pass. Each match is judged
 by `verdict.judge` on the per-round values, with `--tolerance` or else the tolerance the result
 was recorded with, or 5%. Two files whose device fingerprints differ (GPU, power limit, driver,
@@ -147,7 +148,11 @@ def _first_not_none(*values: float | None) -> float:
 def _key(row: ResultRow) -> tuple[Any, ...]:
     # the seed only picks which random prompt tokens run; the work, and so the energy, is the same
     w = row.workload
-    return (row.name, w.n_in, w.n_out, w.requests, w.max_batch_size)
+    found = row.raw.get("traffic")
+    traffic: dict[str, Any] = found if isinstance(found, dict) else {}
+    # a mix, its arrivals and its prompt file are the work too (docs/mixes.md): by content hash
+    same = tuple(str(traffic.get(k, "")).rsplit("#", 1)[-1] for k in ("mix", "arrival", "prompts"))
+    return (row.name, w.n_in, w.n_out, w.requests, w.max_batch_size, *same)
 
 
 def compare_files(
@@ -203,7 +208,8 @@ def compare_files(
         # a gate with nothing to compare must not pass quietly
         raise DataError(
             f"nothing to compare: none of the {len(new.rows)} result(s) of {new.path} matches one of the "
-            f"{len(old.rows)} in {old.path} by name and workload (n_in, n_out, requests, max_batch_size)"
+            f"{len(old.rows)} in {old.path} by name and workload (n_in, n_out, requests, max_batch_size, mix, "
+            "arrivals, prompt file)"
         )
     return CompareReport(old, new, matches, only_old, only_new, notes)
 

@@ -9,6 +9,12 @@ An engine may also offer ``prepare(workload) -> None``: one-time work for a work
 is optional, so it is not part of the `Engine` protocol that `isinstance` checks. So is
 ``begin_measurement(name) -> None``, called first with the measurement's name (a test's key): the
 simulated device draws its noise per name.
+
+Traffic (engines/mix.py, docs/mixes.md): a workload may be a length mix, `Workload.lengths()`
+giving each request's (n_in, n_out), and `run` returns one count per request in that order. A
+workload with `arrival` (rate= / concurrency=) needs an engine that sends requests over time: it
+says so with the optional attribute ``serves_over_time = True`` (and may explain a refusal in
+``over_time_refusal``); any other engine is refused such a workload before it runs.
 """
 
 from __future__ import annotations

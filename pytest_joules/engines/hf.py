@@ -6,7 +6,10 @@ the weight values. Names are those of the simulator's architecture table (so a r
 simulated one describe the same model) plus a few tiny ones for tests.
 
 EOS is disabled and `min_new_tokens = max_new_tokens = n_out`, so every request generates
-exactly n_out tokens; requests run in batches of at most `max_batch_size`. CUDA when present
+exactly n_out tokens; requests run in batches of at most `max_batch_size`. A length mix
+(engines/mix.py) runs as static batches of each distinct (n_in, n_out) in turn: generate has no
+in-flight batching, so it cannot serve requests over time (rate= / concurrency= are refused).
+Text prompts (prompts=FILE) are cut with the checkpoint directory's tokenizer. CUDA when present
 (synchronized at the window edges), CPU otherwise. torch and transformers are imported only in
 `create`, so listing engines stays cheap.
 
@@ -26,7 +29,8 @@ from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from .workload import EngineRun, Workload
 from . import hf_runtime as R
 from .base import DeviceRef, EngineSpec, reject_unknown_options
-from .prompts import random_prompts
+from .mix import groups
+from .prompts import load_tokenizer, prompt_ids, random_prompts
 
 if TYPE_CHECKING:
     import torch
@@ -121,9 +125,12 @@ def _dtype_kwarg(transformers_version: str) -> str:
 class HFEngine:
     kind = "hf"
     simulated = False
+    serves_over_time = False
+    over_time_refusal = "transformers' generate runs static batches, with no in-flight batching"
 
     def __init__(self, model: Any, model_name: str, torch_mod: Any, device: str, dtype: str,
-                 versions: dict[str, str], default_meter: str, runtime: str | None = None) -> None:
+                 versions: dict[str, str], default_meter: str, runtime: str | None = None,
+                 tokenizer_path: str | None = None) -> None:
         self._model = model
         self._torch = torch_mod
         self._device = device
@@ -142,7 +149,9 @@ class HFEngine:
             self._special |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
         self._special = {s for s in self._special if isinstance(s, int)}
         self._pad = next((s for s in (getattr(cfg, "pad_token_id", None),) if isinstance(s, int)), 0)
-        self._prompt_cache: dict[tuple[int, int, int], Any] = {}
+        self._prompt_cache: dict[tuple[Any, ...], Any] = {}
+        self._tokenizer_path = tokenizer_path
+        self._encode: Any = None
         self._cache_len: int | None = None  # the static cache's length of the last generate
         self._prepared: set[tuple[int, int, int]] = set()
         self.runtime = self._choose_runtime(runtime)
@@ -209,23 +218,23 @@ class HFEngine:
         if self.runtime.name != "graphs":
             return
         workload.check_positions(self.max_positions, self.kind)
-        ids = self.prompts(workload)
         batch = workload.max_batch_size or workload.requests
-        sizes = sorted({min(batch, workload.requests - start) for start in range(0, workload.requests, batch)})
         skips = R.cudagraph_skips()
-        for size in sizes:
-            key = (size, workload.n_in, workload.n_out)
-            if key in self._prepared:
-                continue
-            try:
-                for _ in range(2):  # a CUDA graph is recorded on a shape's second call
-                    self._generate(ids[:size], workload.n_out)
-            except Exception as exc:
-                raise EngineUnavailable(
-                    f"hf engine: runtime=graphs failed to prepare {workload.label()} at batch {size}: "
-                    f"{R.first_line(exc)}; use --joules-engine-option runtime=eager"
-                ) from None
-            self._prepared.add(key)
+        for idx, ids, n_out in self._plan(workload):
+            sizes = sorted({min(batch, len(idx) - start) for start in range(0, len(idx), batch)})
+            for size in sizes:
+                key = (size, int(ids.shape[1]), n_out)
+                if key in self._prepared:
+                    continue
+                try:
+                    for _ in range(2):  # a CUDA graph is recorded on a shape's second call
+                        self._generate(ids[:size], n_out)
+                except Exception as exc:
+                    raise EngineUnavailable(
+                        f"hf engine: runtime=graphs failed to prepare {workload.label()} at batch {size}: "
+                        f"{R.first_line(exc)}; use --joules-engine-option runtime=eager"
+                    ) from None
+                self._prepared.add(key)
         self._note_cudagraph_skips(skips)
 
     def prompts(self, workload: Workload) -> Any:
@@ -236,32 +245,49 @@ class HFEngine:
             self._prompt_cache = {key: self._torch.tensor(ids, dtype=self._torch.long, device=self._device)}
         return self._prompt_cache[key]
 
+    def _plan(self, workload: Workload) -> list[tuple[list[int], Any, int]]:
+        """(request indices, their prompts as one tensor, n_out) of each static batch group: the
+        whole workload at one length, or each distinct length of a mix; built once per workload."""
+        if workload.mix is None and workload.prompts is None:
+            return [(list(range(workload.requests)), self.prompts(workload), workload.n_out)]
+        key = (workload.mix, workload.prompts, workload.n_in, workload.n_out, workload.requests, workload.seed)
+        if key not in self._prompt_cache:
+            if workload.prompts is not None and self._encode is None:
+                self._encode = load_tokenizer(self._tokenizer_path)
+            ids = prompt_ids(workload, self.vocab_size, self._special, self._encode,
+                             engine=f"the hf engine's {self._model_name} (random weights, no tokenizer)")
+            tensor = self._torch.tensor
+            self._prompt_cache = {key: [(idx, tensor([ids[i] for i in idx], dtype=self._torch.long, device=self._device), m)
+                                        for _, m, idx in groups(workload.lengths())]}
+        return list(self._prompt_cache[key])
+
     def run(self, workload: Workload) -> EngineRun:
         torch = self._torch
         workload.check_positions(self.max_positions, self.kind)
-        ids = self.prompts(workload)
+        plan = self._plan(workload)
         batch = workload.max_batch_size or workload.requests
-        outs_in: list[int] = []
-        outs_out: list[int] = []
+        outs_in: list[int] = [0] * workload.requests  # per request, in the order they were asked for
+        outs_out: list[int] = [0] * workload.requests
         sizes: list[int] = []
         ttft: list[float] = []
         tpot: list[float] = []
         compiled_before = R.compiles() if self.runtime.compile else 0
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for start in range(0, workload.requests, batch):
-                chunk = ids[start:start + batch]
-                steps: list[float] = []
-                out = self._generate(chunk, workload.n_out, steps)
-                if len(steps) == workload.n_out:  # one call per generated token (see _StepTimes)
-                    ttft += [steps[0] - t0] * int(chunk.shape[0])
-                    if workload.n_out > 1:
-                        tpot += [(steps[-1] - steps[0]) / (workload.n_out - 1)] * int(chunk.shape[0])
-                if out.shape[0] != chunk.shape[0] or not torch.equal(out[:, : chunk.shape[1]], chunk):
-                    raise WorkloadMismatch(f"engine 'hf': generate did not return the prompts it was given ({self._model_name})")
-                sizes.append(int(chunk.shape[0]))
-                outs_in += [int(chunk.shape[1])] * int(chunk.shape[0])
-                outs_out += [int(out.shape[1] - chunk.shape[1])] * int(out.shape[0])
+            for idx, ids, n_out in plan:
+                for start in range(0, len(idx), batch):
+                    chunk = ids[start:start + batch]
+                    steps: list[float] = []
+                    out = self._generate(chunk, n_out, steps)
+                    if len(steps) == n_out:  # one call per generated token (see _StepTimes)
+                        ttft += [steps[0] - t0] * int(chunk.shape[0])
+                        if n_out > 1:
+                            tpot += [(steps[-1] - steps[0]) / (n_out - 1)] * int(chunk.shape[0])
+                    if out.shape[0] != chunk.shape[0] or not torch.equal(out[:, : chunk.shape[1]], chunk):
+                        raise WorkloadMismatch(f"engine 'hf': generate did not return the prompts it was given ({self._model_name})")
+                    sizes.append(int(chunk.shape[0]))
+                    for i in idx[start:start + batch]:
+                        outs_in[i], outs_out[i] = int(chunk.shape[1]), int(out.shape[1] - chunk.shape[1])
         self.sync()
         seconds = time.perf_counter() - t0
         problems = []
@@ -416,7 +442,8 @@ def create(spec: EngineSpec) -> HFEngine:
     model, model_name = _load(spec, torch, transformers, device, dtype)
     model.eval()
     versions = {"transformers": transformers.__version__, "torch": torch.__version__}
-    return HFEngine(model, model_name, torch, device, dtype, versions, _default_meter(device), runtime)
+    tokenizer = model_name if os.path.isdir(model_name) else None  # a checkpoint's tokenizer cuts text prompts
+    return HFEngine(model, model_name, torch, device, dtype, versions, _default_meter(device), runtime, tokenizer)
 
 
 def probe() -> tuple[bool, str]:

@@ -58,6 +58,10 @@ class SimEngine:
                                     host_s=_scaled(self.host, "host_ms", 1e-3),
                                     host_seq_s=_scaled(self.host, "host_seq_us", 1e-6))
         self.max_positions: int | None = self.arch.max_positions
+        #: in-flight batching serves requests as they arrive; the eager runtime runs static batches
+        self.serves_over_time = not self.sim_device.runtime.static_batching
+        self.over_time_refusal = "runtime=eager runs static batches like transformers' generate"
+        self._prompt_lengths: dict[tuple, list[int]] = {}
 
     def identity(self) -> dict[str, str]:
         from ..sim.device import SIM_VERSION
@@ -68,11 +72,25 @@ class SimEngine:
         out.update({k: f"{v:g}" for k, v in sorted(self.host.items())})
         return out
 
+    def _input_lengths(self, workload: Workload) -> list[int]:
+        """Each request's prompt length; text prompts are cut with the sim's tokenizer rule
+        (engines/prompt_text.py: one token per 4 characters) to prove they can be."""
+        if workload.prompts is None:
+            return [n for n, _ in workload.lengths()]
+        key = (workload.prompts, workload.mix, workload.n_in, workload.requests)
+        if key not in self._prompt_lengths:
+            from .prompt_text import sim_encode, token_prompts
+
+            ids = token_prompts(workload.prompts, [n for n, _ in workload.lengths()], sim_encode)
+            self._prompt_lengths = {key: [len(p) for p in ids]}
+        return self._prompt_lengths[key]
+
     def run(self, workload: Workload) -> EngineRun:
+        inputs = self._input_lengths(workload)
         done = self.sim_device.run(workload)
         return EngineRun(
-            input_tokens=[workload.n_in] * workload.requests,
-            output_tokens=[workload.n_out] * workload.requests,
+            input_tokens=inputs,
+            output_tokens=[m for _, m in workload.lengths()],
             seconds=done.seconds,
             phases=done.phases,
             info={**done.info, "joules": done.joules, "simulated": True},

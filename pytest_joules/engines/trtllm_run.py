@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, EngineUnavailable, WorkloadMismatch
 from .base import DeviceRef
-from .prompts import random_prompts
+from .prompts import load_tokenizer, prompt_ids
 from .trtllm_config import INSTALL_HINT, ModelDir
 from .workload import EngineRun, Workload
 
@@ -135,6 +135,9 @@ class TrtllmEngine:
     kind = "trtllm"
     simulated = False
     default_meter = "nvml"
+    #: a mix runs as one in-flight batch (a SamplingParams per request); requests are sent at once
+    serves_over_time = False
+    over_time_refusal = "it sends a workload's requests to the LLM API at once; serving at a rate is not built yet"
 
     def __init__(self, api: TrtllmApi, llm: Any, model: ModelDir, dtype: str, max_batch_size: int | None,
                  end_id: int, vocab_size: int, gpus: int, limits: Limits | None = None) -> None:
@@ -148,7 +151,8 @@ class TrtllmEngine:
         self._gpus = gpus
         self.limits = limits or Limits(model.max_positions, model.max_input_len, None)
         self.max_positions = self.limits.max_positions
-        self._prompt_cache: dict[tuple[int, int, int], list[list[int]]] = {}
+        self._prompt_cache: dict[tuple[Any, ...], list[list[int]]] = {}
+        self._encode: Any = None
 
     def identity(self) -> dict[str, str]:
         return {"kind": "trtllm", "model": self._model.path, "dtype": self._dtype,
@@ -165,30 +169,34 @@ class TrtllmEngine:
         )
 
     def prompts(self, workload: Workload) -> list[list[int]]:
-        key = (workload.n_in, workload.requests, workload.seed)
+        key = (workload.n_in, workload.requests, workload.seed, workload.mix, workload.prompts)
         if key not in self._prompt_cache:
-            self._prompt_cache = {key: random_prompts(workload, self._vocab, [self._end_id])}
+            if workload.prompts is not None and self._encode is None:  # the model directory's tokenizer
+                self._encode = load_tokenizer(self._model.path)
+            self._prompt_cache = {key: prompt_ids(workload, self._vocab, [self._end_id], self._encode,
+                                                  engine=f"the trtllm engine ({self._model.path} has no tokenizer files)")}
         return self._prompt_cache[key]
 
     def check_limits(self, workload: Workload) -> None:
         """ConfigError, naming the limit and the fix, for a workload TensorRT-LLM would refuse
         mid-run or silently shorten."""
         workload.check_positions(self.limits.max_positions, self.kind)
+        n_in = max(n for n, _ in set(workload.lengths()))  # a mix's longest prompt
         limit = self.limits.max_input_len
-        if limit is not None and workload.n_in > limit:
+        if limit is not None and n_in > limit:
             # LlmRequest::validate: "Prompt length (N) exceeds maximum input length (M)", raised in the
             # executor as a RequestError (cpp/tensorrt_llm/batch_manager/llmRequest.cpp, 1.2)
             raise ConfigError(
-                f"n_in = {workload.n_in} exceeds the max_input_len of {limit} the engine in {self._model.path} "
+                f"n_in = {n_in} exceeds the max_input_len of {limit} the engine in {self._model.path} "
                 "was built with; use shorter prompts, or rebuild with a larger trtllm-build --max_input_len"
             )
         limit = self.limits.max_num_tokens
-        if limit is not None and workload.n_in > limit:
+        if limit is not None and n_in > limit:
             # `_check_arguments` (llmapi/llm.py, 1.2): without chunked prefill the PyTorch backend refuses
             # a prompt longer than max_num_tokens with a ValueError
             raise ConfigError(
-                f"n_in = {workload.n_in} exceeds the PyTorch backend's max_num_tokens of {limit}; use shorter "
-                f"prompts, or raise it with --joules-engine-option max_num_tokens={workload.n_in}"
+                f"n_in = {n_in} exceeds the PyTorch backend's max_num_tokens of {limit}; use shorter "
+                f"prompts, or raise it with --joules-engine-option max_num_tokens={n_in}"
             )
 
     def run(self, workload: Workload) -> EngineRun:
@@ -200,7 +208,9 @@ class TrtllmEngine:
                 "lower it, or load the engine with a larger max_batch_size (engine dirs: rebuild)"
             )
         prompts = self.prompts(workload)
-        params = self.sampling_params(workload.n_out)
+        params: Any = self.sampling_params(workload.n_out)
+        if workload.mix is not None:  # the LLM API takes one SamplingParams per prompt (llmapi/llm.py, generate)
+            params = [self.sampling_params(m) for _, m in workload.lengths()]
         t0 = time.perf_counter()
         if limit is None or limit >= workload.requests or (self._max_batch is not None and limit >= self._max_batch):
             # the LLM's own scheduler already caps what runs at once
@@ -225,10 +235,10 @@ class TrtllmEngine:
         """At most `limit` requests in flight: submit the next as the oldest finishes."""
         outputs: list[Any] = []
         pending: deque[Any] = deque()
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             if len(pending) >= limit:
                 outputs.append(pending.popleft().result())
-            pending.append(self._llm.generate_async(prompt, params))
+            pending.append(self._llm.generate_async(prompt, params[i] if isinstance(params, list) else params))
         while pending:
             outputs.append(pending.popleft().result())
         return outputs
@@ -238,6 +248,7 @@ class TrtllmEngine:
         outs: list[int] = []
         problems: list[str] = []
         perf: list[dict[str, float]] = []
+        wanted = workload.lengths()
         for i, out in enumerate(outputs):
             completions = list(getattr(out, "outputs", None) or [])
             if not completions:
@@ -249,13 +260,13 @@ class TrtllmEngine:
             reason = getattr(first, "finish_reason", None)
             if reason != "length":
                 problems.append(f"request {i} finished with {reason!r}, not 'length'")
-            elif outs[-1] < workload.n_out:
+            elif i < len(wanted) and outs[-1] < wanted[i][1]:
                 # `_deduce_max_tokens` (executor/base_worker.py, 1.2) lowers max_tokens to max_seq_len -
                 # prompt length with only a warning in the log
                 problems.append(
-                    f"request {i} stopped at {outs[-1]} of {workload.n_out} tokens: tensorrt_llm lowered max_tokens "
+                    f"request {i} stopped at {outs[-1]} of {wanted[i][1]} tokens: tensorrt_llm lowered max_tokens "
                     f"to its max_seq_len minus the prompt, so it runs with a max_seq_len below n_in + n_out = "
-                    f"{workload.n_in + workload.n_out} (see its log)"
+                    f"{sum(wanted[i])} (see its log)"
                 )
             perf.append(perf_of(first))
         if problems:

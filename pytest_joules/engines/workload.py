@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, WorkloadMismatch
+
+if TYPE_CHECKING:
+    from .mix import Arrival, Mix
+    from .prompt_text import PromptFile
 
 
 #: the most requests one workload may ask for. A workload runs once per round, several rounds and
@@ -34,6 +38,11 @@ class Workload:
 
     `max_batch_size` caps how many requests the engine runs at once (None: the engine's own
     limit). `seed` fixes the random prompt token ids, so the same workload is the same work.
+
+    Traffic beyond one point (engines/mix.py): with a `mix`, the requests have the lengths
+    `lengths()` sampled from it, and n_in / n_out are their means (rounded; build it with
+    `of_mix`); `arrival` sends them over time (rate or concurrency) instead of all at once;
+    `prompts` takes their text from a file instead of random token ids (engines/prompt_text.py).
     """
 
     n_in: int
@@ -41,6 +50,18 @@ class Workload:
     requests: int = 1
     max_batch_size: int | None = None
     seed: int = 0
+    mix: Mix | None = None
+    arrival: Arrival | None = None
+    prompts: PromptFile | None = None
+
+    @classmethod
+    def of_mix(cls, mix: Mix, requests: int, **kwargs: Any) -> Workload:
+        """`requests` requests sampled from `mix`; n_in / n_out the sample's rounded means."""
+        _check_positive_int("requests", requests)
+        lengths = mix.sample(requests)
+        n_in = max(1, round(sum(n for n, _ in lengths) / requests))
+        n_out = max(1, round(sum(m for _, m in lengths) / requests))
+        return cls(n_in, n_out, requests=requests, mix=mix, **kwargs)
 
     def __post_init__(self) -> None:
         _check_positive_int("n_in", self.n_in)
@@ -51,24 +72,49 @@ class Workload:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
 
+    def lengths(self) -> tuple[tuple[int, int], ...]:
+        """(n_in, n_out) of each request, in the order they are sent."""
+        if self.mix is not None:
+            return self.mix.sample(self.requests)
+        return ((self.n_in, self.n_out),) * self.requests
+
+    @property
+    def uniform(self) -> bool:
+        """One length, random prompts, all at once: the workload engines ran before mixes."""
+        return self.mix is None and self.arrival is None and self.prompts is None
+
+    def schedule_key(self) -> str:
+        """What seeds the order and arrival times: the mix's digest, or the one length."""
+        return self.mix.digest if self.mix is not None else f"{self.n_in}x{self.n_out}"
+
     @property
     def output_tokens(self) -> int:
+        if self.mix is not None:
+            return sum(m for _, m in self.lengths())
         return self.requests * self.n_out
 
     @property
     def input_tokens(self) -> int:
+        if self.mix is not None:
+            return sum(n for n, _ in self.lengths())
         return self.requests * self.n_in
 
     def check_positions(self, max_positions: int | None, engine: str) -> None:
         """Raise ConfigError when one request would not fit the engine's context."""
-        if max_positions is not None and self.n_in + self.n_out > max_positions:
+        if max_positions is None:
+            return
+        n, m = max(set(self.lengths()), key=sum) if self.mix is not None else (self.n_in, self.n_out)
+        if n + m > max_positions:
+            what = "its longest request: " if self.mix is not None else ""
+            fix = "drop or truncate those requests of the mix" if self.mix is not None else "use shorter lengths"
             raise ConfigError(
-                f"n_in + n_out = {self.n_in} + {self.n_out} = {self.n_in + self.n_out} exceeds "
-                f"{engine}'s maximum of {max_positions} positions; use shorter lengths"
+                f"{what}n_in + n_out = {n} + {m} = {n + m} exceeds {engine}'s maximum of {max_positions} positions; {fix}"
             )
 
     def label(self) -> str:
-        return f"n_in={self.n_in}-n_out={self.n_out}"
+        base = self.mix.label() if self.mix is not None else f"n_in={self.n_in}-n_out={self.n_out}"
+        extra = [x.label() for x in (self.arrival, self.prompts) if x is not None]
+        return "-".join([base, *extra])
 
 
 @dataclass
@@ -99,6 +145,8 @@ class EngineRun:
 
     def verify(self, workload: Workload, engine: str) -> None:
         """Raise WorkloadMismatch unless exactly the requested work was done."""
+        if workload.mix is not None:
+            return self._verify_each(workload, engine)
         problems = []
         if len(self.input_tokens) != workload.requests or len(self.output_tokens) != workload.requests:
             problems.append(
@@ -112,3 +160,20 @@ class EngineRun:
             problems.append(f"generated {bad_out} tokens, asked for exactly {workload.n_out}")
         if problems:
             raise WorkloadMismatch(f"engine {engine!r} did not run the workload: " + "; ".join(problems))
+
+    def _verify_each(self, workload: Workload, engine: str) -> None:
+        """A mix: every request's counts, in the order the requests were sent."""
+        want = workload.lengths()
+        problems = []
+        if len(self.input_tokens) != len(want) or len(self.output_tokens) != len(want):
+            problems.append(f"ran {len(self.output_tokens)} requests, asked for {len(want)}")
+        else:
+            for i, ((n, m), got_n, got_m) in enumerate(zip(want, self.input_tokens, self.output_tokens)):
+                if got_n != n:
+                    problems.append(f"request {i}: prompt of {got_n} tokens, asked for {n}")
+                if got_m != m:
+                    problems.append(f"request {i}: generated {got_m} tokens, asked for exactly {m}")
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise WorkloadMismatch(f"engine {engine!r} did not run {workload.label()}: "
+                                   + "; ".join(problems[:3]) + more)

@@ -140,6 +140,20 @@ class Measurement:
         return statistics.median(known) if known else None
 
     @property
+    def latency_percentiles(self) -> dict[str, float]:
+        """Median over valid rounds of each latency percentile of a schedule over time ({} if none)."""
+        rounds = [r.info["latency_percentiles"] for r in self.valid_rounds
+                  if isinstance(r.info.get("latency_percentiles"), dict)]
+        keys = dict.fromkeys(k for r in rounds for k in r)
+        return {k: statistics.median(r[k] for r in rounds if k in r) for k in keys}
+
+    @property
+    def j_per_request(self) -> float | None:
+        """Energy of one request, on average over the workload's requests."""
+        j = self.joules
+        return j / self.workload.requests if j is not None else None
+
+    @property
     def host_bound(self) -> bool:
         """The GPU was mostly idle in its windows: the host set the pace (see HOST_BOUND_FIX)."""
         util = self.gpu_util

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .measurement import Measurement, Round
+from ..engines.mix import check_serves
 from ..engines.workload import EngineRun, Workload
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: fl
     spoiled = list(dict.fromkeys(p for run in runs for p in run.problems))
     from .latency import round_latency
 
+    info = dict(reading.info)
+    percentiles = _percentiles(runs)
+    if percentiles:
+        info["latency_percentiles"] = percentiles
     return Round(
         joules=reading.total_joules,
         seconds=reading.seconds,
@@ -62,10 +67,18 @@ def run_round(engine: Engine, meter: Meter, workload: Workload, min_window_s: fl
         input_tokens=sum(sum(r.input_tokens) for r in runs),
         valid=reading.valid and reading.joules is not None and not spoiled,
         problems=list(reading.problems) + spoiled,
-        info=dict(reading.info),
+        info=info,
         phases=phases,
         latency=None if spoiled else round_latency(runs),
     )
+
+
+def _percentiles(runs: list[EngineRun]) -> dict[str, float]:
+    """The latency percentiles a schedule over time gives per run (info["latency_percentiles"]:
+    the sim's arrivals), averaged over the round's runs."""
+    found = [r.info["latency_percentiles"] for r in runs if isinstance(r.info.get("latency_percentiles"), dict)]
+    keys = dict.fromkeys(k for f in found for k in f)
+    return {k: sum(f[k] for f in found if k in f) / sum(1 for f in found if k in f) for k in keys}
 
 
 def measure(
@@ -84,6 +97,7 @@ def measure(
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     workload.check_positions(engine.max_positions, engine.kind)
+    check_serves(engine, workload)  # rate= / concurrency= need an engine that serves over time
     begin = getattr(engine, "begin_measurement", None)  # optional: the sim draws its noise per measurement
     if begin is not None:
         begin(name)

@@ -187,9 +187,13 @@ def _from_results(path: Path) -> PointsFile:
     points = []
     skipped = 0
     settings = set()
+    traffic = 0
     for i, row in enumerate(results.rows):
         if row.j_per_out_token is None:
             skipped += 1
+            continue
+        if row.raw.get("traffic"):  # a mix or arrivals: no point of the per-point model (its n_in/n_out are means)
+            traffic += 1
             continue
         w = row.workload
         points.append(check_point(f"{path}: results[{i}]", w.n_in, w.n_out, row.j_per_out_token))
@@ -197,9 +201,14 @@ def _from_results(path: Path) -> PointsFile:
     notes = []
     if skipped:
         notes.append(f"skipped {skipped} result(s) without a valid J/out-token (invalid or dry run)")
+    if traffic:
+        notes.append(f"skipped {traffic} result(s) of a length mix or arrivals: the models are fitted to points")
     if len(settings) > 1:
         shown = ", ".join(f"requests={r} max_batch_size={b}" for r, b in sorted(settings, key=str))
         notes.append(f"results mix batch settings ({shown}); batching changes J/out-token, fit one setting at a time")
+    if not points and traffic:
+        raise DataError(f"{path}: its {traffic} valid result(s) are length mixes or arrivals, not points of the "
+                        "per-point model; measure points to fit (joules sweep, or tests of one n_in and n_out)")
     if not points:
         raise DataError(
             f"{path}: none of its {len(results.rows)} result(s) has a valid J/out-token; nothing to fit"

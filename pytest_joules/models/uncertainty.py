@@ -101,6 +101,11 @@ class Uncertainty:
             wide_high = np.where(usable & np.isfinite(high), est * (high / est) ** k, high)
         return wide_low, wide_high
 
+    def interval(self, estimate: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The band of any figure computed under each replicate (`values`, replicates along axis 0)
+        around its value under the fit (`estimate`): how models/mix.py bands a mix."""
+        return self._interval(estimate, values)
+
     def sweet_spots(self, n_in: float, theta: np.ndarray | None = None) -> np.ndarray:
         """n_out* of every replicate at n_in (or of `theta`): inf where J/out-token only falls with
         n_out, 0 where it only grows (the shortest output is cheapest)."""

@@ -31,7 +31,8 @@ class Joules:
     """The `joules` fixture: `joules()` / `joules.measure(**overrides)` measures the test's workload.
 
     Overrides: n_in, n_out, requests, max_batch_size, rounds, warmup, tolerance, model_tolerance,
-    and name (the key of a second measurement within one test; default "#2", "#3", ...).
+    mix, rate, concurrency, prompts, and name (the key of a second measurement within one test;
+    default "#2", "#3", ...).
     """
 
     def __init__(self, request: pytest.FixtureRequest, state: JoulesSession, spec: _marker.EnergySpec | None, point: tuple[int, int] | None) -> None:
@@ -56,6 +57,8 @@ class Joules:
 
         spec = self._spec
         nodeid = self._request.node.nodeid
+        if "mix" in overrides or (spec is not None and spec.mix is not None and not {"n_in", "n_out"} & set(overrides)):
+            return self._mix_workload(overrides)
         n_in, n_out = self._point if self._point else (None, None)
         values = {
             "n_in": overrides.pop("n_in", n_in),
@@ -69,11 +72,31 @@ class Joules:
                 "or call joules(n_in=..., n_out=...)",
                 pytrace=False,
             )
+        traffic = {k: overrides.pop(k, getattr(spec, k, None)) for k in ("arrival", "prompts")}
         try:
-            return Workload(seed=self._state.options.seed, **values)
+            return Workload(seed=self._state.options.seed, **values, **traffic)
         except ConfigError as exc:
             problem = str(exc)
         pytest.fail(f"{nodeid}: {problem}", pytrace=False)  # outside `except`: no chained traceback
+
+    def _mix_workload(self, overrides: dict[str, Any]) -> Any:
+        """A workload of a length mix: the marker's, or joules(mix=...)'s (engines/mix.py)."""
+        from ..engines.mix import DEFAULT_REQUESTS
+        from ..engines.workload import Workload
+        from ..errors import ConfigError
+
+        spec = self._spec
+        mix = overrides.pop("mix", spec.mix if spec else None)
+        given_mix = spec is not None and spec.mix is not None
+        requests = overrides.pop("requests", spec.requests if given_mix and spec else DEFAULT_REQUESTS)
+        try:
+            return Workload.of_mix(mix, requests, seed=self._state.options.seed,
+                                   max_batch_size=overrides.pop("max_batch_size", spec.max_batch_size if spec else None),
+                                   arrival=overrides.pop("arrival", spec.arrival if spec else None),
+                                   prompts=overrides.pop("prompts", spec.prompts if spec else None))
+        except ConfigError as exc:
+            problem = str(exc)
+        pytest.fail(f"{self._request.node.nodeid}: {problem}", pytrace=False)
 
     def measure(self, **overrides: Any) -> Measurement:
         from ..store.record import ResultRecord
@@ -83,14 +106,15 @@ class Joules:
 
         self.called = True
         state, spec, opts = self._state, self._spec, self._state.options
-        known = {"n_in", "n_out", "requests", "max_batch_size", "rounds", "warmup", "tolerance", "model_tolerance", "name"}
+        known = {"n_in", "n_out", "requests", "max_batch_size", "rounds", "warmup", "tolerance", "model_tolerance", "name",
+                 "mix", "rate", "concurrency", "prompts"}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise TypeError(f"joules() got unexpected argument(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         nodeid = self._request.node.nodeid
         problem = None
         try:
-            overrides = _marker.parse_overrides(nodeid, overrides)
+            overrides = _marker.parse_overrides(nodeid, overrides, base=self._request.node.path.parent)
         except _marker.MarkerError as exc:
             problem = str(exc)
         if problem is not None:
@@ -152,10 +176,12 @@ class Joules:
             self._request.node.user_properties.append((name, value))
 
     def _check_fits(self, workload: Any, engine: Any) -> None:
+        from ..engines.mix import check_serves
         from ..errors import ConfigError
 
         try:
             workload.check_positions(engine.max_positions, engine.kind)
+            check_serves(engine, workload)
             return
         except ConfigError as exc:
             problem = str(exc)
@@ -180,10 +206,10 @@ def joules(request: pytest.FixtureRequest, _joules_point: tuple[int, int] | None
         problem = str(exc)
     if problem is not None:
         pytest.fail(problem, pytrace=False)
-    spec = _marker.parse(mark, request.node.nodeid) if mark is not None else None
+    spec = _marker.parse(mark, request.node.nodeid, base=request.node.path.parent) if mark is not None else None
     point = _marker.point_of(spec, _joules_point) if spec else None
     handle = Joules(request, state, spec, point)
-    if point is not None:
+    if point is not None or (spec is not None and spec.mix is not None):
         # Known at setup: a workload the engine cannot hold is an error of this test's setup.
         engine, _ = state.devices.get()
         handle._check_fits(handle.workload(), engine)

@@ -220,7 +220,10 @@ class Judging:
                 )
             return
         w = m.workload
-        other = model.batching_mismatch(w.requests, w.max_batch_size)
+        in_flight = _in_flight(w)
+        other = model.batching_mismatch(in_flight or w.requests, w.max_batch_size)
+        if in_flight is None:  # Poisson arrivals: no fixed number in flight, so no batching the model knows
+            other = model.batching_label() or "all requests at once"
         if other is not None:  # a model fitted at another batching does not predict this workload
             judged.model_batching = other
             if tolerance is not None:
@@ -229,9 +232,15 @@ class Judging:
                     f"{_batching(w)}; fit a model at this batching with `joules sweep` and `joules fit --save`"
                 )
             return
-        m.prediction = float(model.predict(w.n_in, w.n_out))
+        if w.mix is not None:  # the per-point model weighted by each request's output tokens (models/mix.py)
+            from ..models.mix import predict as predict_mix
+
+            m.prediction = predict_mix(model, w.lengths())
+            judged.extrapolated = not all(model.in_range(n, o) for n, o in set(w.lengths()))
+        else:
+            m.prediction = float(model.predict(w.n_in, w.n_out))
+            judged.extrapolated = not model.in_range(w.n_in, w.n_out)
         m.model_name = model.name
-        judged.extrapolated = not model.in_range(w.n_in, w.n_out)
         if tolerance is not None:
             try:
                 m.assert_matches_model(tolerance)
@@ -278,4 +287,15 @@ def test_name(key: str) -> str:
 
 
 def _batching(w: Workload) -> str:
-    return f"requests={w.requests}" + (f" max_batch_size={w.max_batch_size}" if w.max_batch_size is not None else "")
+    return (f"requests={w.requests}" + (f" max_batch_size={w.max_batch_size}" if w.max_batch_size is not None else "")
+            + (f" {w.arrival.label()}" if w.arrival is not None else ""))
+
+
+def _in_flight(w: Workload) -> int | None:
+    """Requests in flight, as the model's `requests` counts them: all of them at once, a closed loop's
+    users, or None for Poisson arrivals (as many as happen to overlap)."""
+    if w.arrival is None:
+        return w.requests
+    if w.arrival.concurrency is not None:
+        return min(w.arrival.concurrency, w.requests)
+    return None

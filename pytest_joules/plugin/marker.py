@@ -11,9 +11,13 @@ import difflib
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..engines.mix import Arrival, Mix
+    from ..engines.prompt_text import PromptFile
 
 NAME = "energy"
 #: the hidden fixture a grid parametrizes; the `joules` fixture depends on it, so any test using
@@ -22,11 +26,14 @@ POINT_FIXTURE = "_joules_point"
 
 HELP = (
     "energy(n_in, n_out, requests=1, max_batch_size=None, rounds=None, tolerance=None, "
-    "model_tolerance=None): an energy test of n_in prompt tokens and n_out generated tokens "
-    "(lists make a grid); runs with --joules through the `joules` fixture"
+    "model_tolerance=None, mix=None, rate=None, concurrency=None, prompts=None): an energy test of "
+    "n_in prompt tokens and n_out generated tokens (lists make a grid), or of a length mix (a CSV/JSONL "
+    "file or a list of (n_in, n_out, weight)) sent at once, at a rate (Poisson) or by concurrent users; "
+    "runs with --joules through the `joules` fixture"
 )
 
-KEYWORDS = ("n_in", "n_out", "requests", "max_batch_size", "rounds", "tolerance", "model_tolerance")
+KEYWORDS = ("n_in", "n_out", "requests", "max_batch_size", "rounds", "tolerance", "model_tolerance",
+            "mix", "rate", "concurrency", "prompts")
 
 
 class MarkerError(ConfigError):
@@ -45,6 +52,10 @@ class EnergySpec:
     tolerance: float | None = None
     model_tolerance: float | None = None
     grid: bool = False
+    #: traffic beyond one point (engines/mix.py, engines/prompt_text.py); n_in / n_out are () with a mix
+    mix: Mix | None = None
+    arrival: Arrival | None = None
+    prompts: PromptFile | None = None
 
     def points(self) -> list[tuple[int, int]]:
         return list(itertools.product(self.n_in, self.n_out))
@@ -100,8 +111,30 @@ def _rounds(test: str, value: Any, where: str = "@pytest.mark.energy") -> int | 
     return value
 
 
-def parse(mark: Any, test: str) -> EnergySpec:
-    """Validate a `pytest.Mark` named energy; `test` is the node id used in error messages."""
+def traffic(test: str, kwargs: dict[str, Any], base: Any, where: str = "@pytest.mark.energy") -> dict[str, Any]:
+    """The mix, arrival and prompt source of marker or joules() keywords (each loaded and checked;
+    files relative to `base`, the test's folder); only the keys that were given."""
+    out: dict[str, Any] = {}
+    if not {"mix", "rate", "concurrency", "prompts"} & set(kwargs):
+        return out  # a test of one point imports nothing more
+    from ..engines import mix as M
+    from ..engines import prompt_text
+
+    try:
+        if kwargs.get("mix") is not None:
+            out["mix"] = M.load(kwargs["mix"], base)
+        if "rate" in kwargs or "concurrency" in kwargs:
+            out["arrival"] = M.arrival(kwargs.get("rate"), kwargs.get("concurrency"))
+        if "prompts" in kwargs:
+            out["prompts"] = prompt_text.load(kwargs["prompts"], base)
+    except ConfigError as exc:
+        raise MarkerError(f"{test}: {where} {exc}") from None
+    return out
+
+
+def parse(mark: Any, test: str, base: Any = None) -> EnergySpec:
+    """Validate a `pytest.Mark` named energy; `test` is the node id used in error messages, `base`
+    the test file's folder (a mix or prompts file is found relative to it)."""
     if mark.args:
         raise MarkerError(
             f"{test}: @pytest.mark.energy takes keyword arguments only (got positional {list(mark.args)!r}); "
@@ -116,14 +149,24 @@ def parse(mark: Any, test: str) -> EnergySpec:
             f"{test}: @pytest.mark.energy got unknown argument(s) {', '.join(hints)}; "
             f"known: {', '.join(KEYWORDS)}"
         )
+    more = traffic(test, kwargs, base)
+    if "mix" in more:
+        given = [k for k in ("n_in", "n_out") if k in kwargs]
+        if given:
+            raise MarkerError(f"{test}: @pytest.mark.energy mix= and {'/'.join(given)}= both given: the mix "
+                              "sets every request's lengths; drop one")
+        kwargs = {**kwargs, "n_in": (), "n_out": ()}
     for required in ("n_in", "n_out"):
         if required not in kwargs:
-            raise MarkerError(f"{test}: @pytest.mark.energy needs {required}=<tokens>")
-    n_in, grid_in = _lengths(test, "n_in", kwargs["n_in"])
-    n_out, grid_out = _lengths(test, "n_out", kwargs["n_out"])
+            raise MarkerError(f"{test}: @pytest.mark.energy needs {required}=<tokens> (or a mix=)")
+    n_in, grid_in = _lengths(test, "n_in", kwargs["n_in"]) if "mix" not in more else ((), False)
+    n_out, grid_out = _lengths(test, "n_out", kwargs["n_out"]) if "mix" not in more else ((), False)
     max_batch = kwargs.get("max_batch_size")
     rounds = kwargs.get("rounds")
-    requests = _positive_int(test, "requests", kwargs.get("requests", 1))
+    default = 1
+    if "mix" in more:
+        from ..engines.mix import DEFAULT_REQUESTS as default
+    requests = _positive_int(test, "requests", kwargs.get("requests", default))
     _check_requests(test, requests)
     return EnergySpec(
         n_in=n_in,
@@ -134,6 +177,7 @@ def parse(mark: Any, test: str) -> EnergySpec:
         tolerance=_fraction(test, "tolerance", kwargs.get("tolerance")),
         model_tolerance=_fraction(test, "model_tolerance", kwargs.get("model_tolerance")),
         grid=grid_in or grid_out,
+        **more,
     )
 
 
@@ -164,7 +208,7 @@ def generate(metafunc: Any) -> None:
         return
     test = definition.nodeid
     check_single(definition, test)
-    spec = parse(mark, test)
+    spec = parse(mark, test, base=definition.path.parent)
     if "joules" not in metafunc.fixturenames:
         raise MarkerError(
             f"{test}: @pytest.mark.energy needs the `joules` fixture, which runs and measures the "
@@ -175,9 +219,10 @@ def generate(metafunc: Any) -> None:
         metafunc.parametrize(POINT_FIXTURE, points, ids=[point_id(p) for p in points])
 
 
-def parse_overrides(test: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def parse_overrides(test: str, overrides: dict[str, Any], base: Any = None) -> dict[str, Any]:
     """Validate the keyword arguments of a `joules(...)` call as strictly as the marker's."""
-    out = dict(overrides)
+    out = {k: v for k, v in overrides.items() if k not in ("mix", "rate", "concurrency", "prompts")}
+    out.update(traffic(test, overrides, base, "joules()"))
     if out.get("rounds") is not None:
         out["rounds"] = _rounds(test, out["rounds"], "joules()")
     if out.get("requests") is not None:
@@ -191,8 +236,10 @@ def parse_overrides(test: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def point_of(spec: EnergySpec, param: tuple[int, int] | None) -> tuple[int, int]:
-    """The (n_in, n_out) of one item: its grid parameter, or the marker's single values."""
+def point_of(spec: EnergySpec, param: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (n_in, n_out) of one item: its grid parameter, or the marker's single values (None: a mix)."""
     if param is not None:
         return param
+    if spec.mix is not None:
+        return None
     return spec.n_in[0], spec.n_out[0]

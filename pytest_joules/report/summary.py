@@ -183,10 +183,11 @@ def _figures_width(records: list[ResultRecord], shown: list[tuple[str, JustifyMe
 
 
 def _cells(r: ResultRecord) -> dict[str, Any]:
+    mean = "~" if (r.traffic or {}).get("mix") else ""  # a length mix: its mean lengths (docs/mixes.md)
     return {
         "test": Text(_label(r)),
-        "n_in": str(r.n_in),
-        "n_out": str(r.n_out),
+        "n_in": f"{mean}{r.n_in}",
+        "n_out": f"{mean}{r.n_out}",
         "reqs": str(r.requests),
         "J/tok": sig(r.j_per_out_token) + (HOST_BOUND_MARK if r.host_bound else ""),
         "tok/J": sig(r.tokens_per_joule),

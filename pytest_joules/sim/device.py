@@ -28,60 +28,16 @@ from .architectures import Architecture
 from .gpus import GPU
 from .noise import HostState, draw_run, hiccups, session_power
 from .physics import StepModel
+from .profile import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, RunCost, StepProfile
 from .runtime import DEFAULT_RUNTIME, get_runtime
 
 SIM_VERSION = "sim-3"
-#: TensorRT-LLM's default max_batch_size for built engines / the LLM API
-DEFAULT_MAX_BATCH = 256
-#: TensorRT-LLM's default max_num_tokens (tokens per engine step)
-DEFAULT_MAX_NUM_TOKENS = 8192
 #: TensorRT-LLM's default KvCacheConfig.free_gpu_memory_fraction
 KV_CACHE_FRACTION = 0.90
 #: activation workspace, CUDA context and runtime buffers kept out of the KV cache
 WORKSPACE_BYTES = 3e9
 #: the energy counter moves every 100 ms, idle and busy (measured on the H200, data/h200-hf-llama)
 COUNTER_PERIOD_S = 0.1
-
-
-@dataclass
-class RunCost:
-    """Noise-free cost of one workload: what the physics says, with no host time."""
-
-    seconds: float = 0.0
-    joules: float = 0.0
-    prefill_s: float = 0.0
-    prefill_j: float = 0.0
-    decode_s: float = 0.0
-    decode_j: float = 0.0
-    steps: int = 0
-    sequences_stepped: int = 0  # sum over steps of the sequences in the step
-    concurrency: int = 0  # the most requests the scheduler could hold at once
-
-    @property
-    def mean_batch(self) -> float:
-        return self.sequences_stepped / self.steps if self.steps else 0.0
-
-
-class StepProfile:
-    """The GPU time of every step of one workload, sorted, so that the time of a run whose host
-    needs `c` seconds per step, sum(max(gpu_i, c)), costs a binary search instead of a loop."""
-
-    def __init__(self, cost: RunCost, step_seconds: np.ndarray) -> None:
-        self.cost = cost
-        self.ordered = np.asarray(step_seconds)  # in the order they run: per-request latency (sim/latency.py)
-        self.requests: tuple[np.ndarray, np.ndarray] | None = None  # each request's first and last step
-        self._sorted = np.sort(step_seconds)
-        self._prefix = np.concatenate([[0.0], np.cumsum(self._sorted)])
-        self.gpu_seconds = float(self._prefix[-1])
-
-    @property
-    def steps(self) -> int:
-        return int(self._sorted.size)
-
-    def seconds(self, host_s: float) -> float:
-        """sum over steps of max(GPU time, host time)."""
-        k = int(np.searchsorted(self._sorted, host_s, side="right"))  # steps the host outlasts
-        return float(self._prefix[-1] - self._prefix[k]) + host_s * k
 
 
 @dataclass
@@ -219,12 +175,24 @@ class SimDevice:
         """How many requests of this length the KV cache can hold at once."""
         return int(self.kv_pool_bytes // ((workload.n_in + workload.n_out) * self.model.kv_bytes_per_token))
 
+    @staticmethod
+    def _key(workload: Workload) -> tuple:
+        # a mix or an arrival schedule is served by sim/serving.py; prompt text does not change the work
+        arrival = workload.arrival.label() if workload.arrival is not None else ""
+        over_time = (zlib.crc32(f"{workload.schedule_key()}|{arrival}".encode()),) if workload.mix or arrival else ()
+        return (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, *over_time)
+
     def profile(self, workload: Workload) -> StepProfile:
-        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size)
+        key = self._key(workload)
         found = self._profiles.get(key)
         if found is None:
-            cost, steps = (self.schedule_static if self.runtime.static_batching else self.schedule_steps)(workload)
-            found = self._profiles[key] = StepProfile(cost, steps)
+            if workload.mix is not None or workload.arrival is not None:
+                from .serving import schedule
+
+                found = self._profiles[key] = schedule(self, workload)
+            else:
+                cost, steps = (self.schedule_static if self.runtime.static_batching else self.schedule_steps)(workload)
+                found = self._profiles[key] = StepProfile(cost, steps)
         return found
 
     def schedule(self, workload: Workload) -> RunCost:
@@ -236,7 +204,7 @@ class SimDevice:
         profile = self.profile(workload)
         cost = profile.cost
         # The seed picks the noise stream; the prompt seed does not change the work.
-        key = (workload.n_in, workload.n_out, workload.requests, workload.max_batch_size, self._label)
+        key = (*self._key(workload), self._label)
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = _Stream(self.seed, key, self.noise, self.runtime.host_variability)
@@ -261,7 +229,7 @@ class SimDevice:
         stall = hiccups(stream.rng, noise, seconds, rt.hiccups_per_s, rt.hiccup_mean_s)
         if first:
             stall += rt.first_run_extra_s
-        seconds += stall
+        seconds += stall + profile.idle_s  # waiting for requests to arrive: the GPU has nothing to do
         # kernels: the physics' energy, stretched by k at a power varied by the draw; waiting:
         # every other second of the run at the power of a GPU with nothing to do
         joules = (cost.joules * k * draw.gpu_power + self.model.waiting_watts * (seconds - busy)) * self.power_factor
@@ -287,6 +255,8 @@ class SimDevice:
                 "runtime": rt.name,
                 "gpu_busy_s": busy,
                 "host_slow_share": round(slow_share, 3),
+                **({"idle_s": profile.idle_s} if profile.idle_s else {}),
+                **({"latency_percentiles": dict(profile.latency)} if profile.latency else {}),
             },
         )
 
@@ -294,6 +264,10 @@ class SimDevice:
                  seconds: float) -> tuple[list[float], list[float]]:
         from .latency import request_steps, request_times
 
+        if profile.request_times is not None:  # a schedule over time: its own per-request times, stretched
+            scale = seconds / profile.cost.seconds if profile.cost.seconds else 1.0
+            ttft, tpot = profile.request_times
+            return [t * scale for t in ttft], [t * scale for t in tpot]
         if profile.requests is None:
             first, last, steps = request_steps(workload, self.runtime.static_batching, self.kv_slots(workload),
                                                DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS)

@@ -47,6 +47,7 @@ from typing import Any, Iterator, Mapping, TypeGuard
 from ..errors import DataError
 from .fingerprint import device_slug, differences, engine_stem
 from .results import atomic_write_json, finite_number, load_json, temp_prefix, write_target
+from ..engines.mix import traffic_labels
 from ..engines.workload import Workload
 
 SCHEMA = "pytest-joules/baselines/1"
@@ -108,20 +109,40 @@ class Replaced:
 
 #: what makes a baseline comparable with a run: the work done. Not the seed: it only picks which
 #: random prompt tokens run (and the simulator's noise stream); the energy does not depend on it.
-IDENTITY = ("n_in", "n_out", "requests", "max_batch_size")
+#: Traffic beyond one point (engines/mix.py) adds, only when set: the mix's content hash, the
+#: arrival schedule ("rate=4/s", "concurrency=8") and the prompt file's content hash.
+TRAFFIC = ("mix", "arrival", "prompts")
+IDENTITY = ("n_in", "n_out", "requests", "max_batch_size", *TRAFFIC)
 WORKLOAD_KEYS = (*IDENTITY, "seed")
 
 
 def workload_dict(w: Workload) -> dict[str, Any]:
     # the seed is still written, for information (and for older versions, which compare it)
-    return {"n_in": w.n_in, "n_out": w.n_out, "requests": w.requests, "max_batch_size": w.max_batch_size, "seed": w.seed}
+    out: dict[str, Any] = {"n_in": w.n_in, "n_out": w.n_out, "requests": w.requests,
+                           "max_batch_size": w.max_batch_size, "seed": w.seed}
+    for key, value in traffic_labels(w).items():
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _digest(value: Any) -> Any:
+    """A mix or prompt file is the same when its content is: the name before '#' may differ."""
+    return value.rsplit("#", 1)[-1] if isinstance(value, str) else value
 
 
 def same_work(recorded: Mapping[str, Any], w: Workload) -> bool:
     """True when a recorded workload did the work `w` does (a missing field has Workload's default)."""
     defaults = {"requests": 1, "max_batch_size": None}
     now = workload_dict(w)
-    return all(recorded.get(k, defaults.get(k)) == now[k] for k in IDENTITY)
+    return all(_digest(recorded.get(k, defaults.get(k))) == _digest(now.get(k)) for k in IDENTITY)
+
+
+def _label(workload: Mapping[str, Any]) -> str:
+    """How a recorded workload is named in a note (validated by _entry)."""
+    point = Workload(**{k: v for k, v in workload.items() if k not in TRAFFIC}).label()
+    extra = [f"{k}={workload[k]}" if k != "arrival" else str(workload[k]) for k in TRAFFIC if workload.get(k)]
+    return " ".join([point if not workload.get("mix") else f"mean {point}", *extra])
 
 
 def _sorted(value: Any) -> Any:
@@ -149,8 +170,11 @@ def _workload(where: str, workload: Any) -> Workload:
     if unknown:
         raise DataError(f"{where}: 'workload' has unknown key(s) {', '.join(unknown)} "
                         f"(known: {', '.join(WORKLOAD_KEYS)}); {FIX}")
+    for key in TRAFFIC:
+        if workload.get(key) is not None and not isinstance(workload[key], str):
+            raise DataError(f"{where}: 'workload' {key} must be a string, got {workload[key]!r}; {FIX}")
     try:
-        return Workload(**workload)
+        return Workload(**{k: v for k, v in workload.items() if k not in TRAFFIC})
     except DataError:
         raise
     except Exception as exc:  # ConfigError: a string "64", a negative length, a float
@@ -317,7 +341,7 @@ class BaselineStore:
         if entry is None:
             return Lookup(None)
         if not same_work(entry.workload, workload):
-            was = Workload(**entry.workload).label()  # validated by _entry
+            was = _label(entry.workload)
             return Lookup(None, f"baseline was recorded for another workload ({was}); record it again")
         return Lookup(entry)
 

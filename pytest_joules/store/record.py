@@ -18,6 +18,8 @@ from ..measure.measurement import Measurement, Round
 #: keys a plugin record carries and a `joules sweep` result does not: written only when set
 TEST_FIELDS = ("key", "baseline_note", "baseline_updated", "extrapolated", "model_batching",
                "baseline_latency", "latency_regression", "nodeid", "test", "label", "baseline_not_saved")
+#: keys written only when set: `traffic` describes a mix, arrivals or prompt file (engines/mix.py)
+OPTIONAL_FIELDS = ("traffic",)
 _VERDICT_KEYS = ("status", "current", "baseline", "delta", "tolerance", "detail",
                  "ci_low", "ci_high", "p_value", "resolution", "method")
 
@@ -96,6 +98,8 @@ class ResultRecord:
     device: dict[str, Any] = field(default_factory=dict)
     meter: str | None = None
     simulated: bool = False
+    #: a mix / arrivals / prompt file: what ran (`traffic_of`), J per request, latency percentiles
+    traffic: dict[str, Any] | None = None
     # -- the test's fields (plugin records only; None: not a test's record) --------------------
     key: str | None = None
     baseline_note: str | None = None
@@ -129,7 +133,7 @@ class ResultRecord:
             baseline=clean(m.baseline), baseline_rounds=m.baseline_rounds,
             prediction=clean(m.prediction), model=m.model_name, model_error=clean(m.model_error),
             verdict=m.verdict, engine=dict(m.engine), device=dict(m.device), meter=m.meter,
-            simulated=m.simulated, **test,
+            simulated=m.simulated, traffic=traffic_of(m), **test,
         )
 
     @property
@@ -142,7 +146,7 @@ class ResultRecord:
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            if f.name in TEST_FIELDS and value is None:
+            if (f.name in TEST_FIELDS or f.name in OPTIONAL_FIELDS) and value is None:
                 continue
             out[f.name] = verdict_to_dict(value) if f.name == "verdict" else value
         return {**out, **self.extra}
@@ -153,3 +157,24 @@ class ResultRecord:
         known = {k: v for k, v in data.items() if k in names}
         known["verdict"] = verdict_from_dict(data.get("verdict"))
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+
+def traffic_of(m: Measurement) -> dict[str, Any] | None:
+    """What a results JSON says of a mix, arrivals or prompt file (None for one point at once):
+    the baseline's identity keys, the sample's shape, J per request, latency percentiles."""
+    from ..engines.mix import traffic_labels
+
+    w = m.workload
+    latency = m.latency_percentiles
+    if w.uniform and not latency:
+        return None
+    lengths = w.lengths()
+    out: dict[str, Any] = {k: v for k, v in traffic_labels(w).items() if v is not None}
+    if w.mix is not None:
+        out.update(source=w.mix.source, distinct=len(set(lengths)),
+                   mean_n_in=w.input_tokens / w.requests, mean_n_out=w.output_tokens / w.requests,
+                   output_tokens=w.output_tokens)
+    out["j_per_request"] = clean(m.j_per_request)
+    if latency:
+        out["latency"] = {k: clean(v) for k, v in latency.items()}
+    return out
