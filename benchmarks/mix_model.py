@@ -64,7 +64,7 @@ def main() -> None:
             p = mm.j_per_output_token(Lengths.of(w.lengths()))
             got = m.j_per_out_token
             assert got is not None
-            lat = m.latency
+            lat = m.latency_percentiles
             batch = engine.sim_device.profile(w).cost.mean_batch
             rows.append((name, label, f"{got:.4f}", f"{p.value:.4f} [{p.low:.4f}–{p.high:.4f}]",
                          f"{got / p.value - 1:+.1%}", f"{batch:.1f}",
