@@ -135,7 +135,7 @@ preload()
 
 
 #: where the fake's baselines go (device fakegpu-80gb, simulated; engine fake, model fake-1)
-BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
+BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.json"
 
 #: a plain test and a two-point grid: the suite most plugin tests run
 TWO_TESTS = """

@@ -10,7 +10,7 @@ from .plugin_fake import THETA, TWO_TESTS, project
 
 TESTS = TWO_TESTS
 
-MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1.model.json"
+MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.model.json"
 KEYS = ["test_energy.py::test_chat", "test_energy.py::test_grid[n_in=256-n_out=32]",
         "test_energy.py::test_grid[n_in=512-n_out=32]"]
 

@@ -24,7 +24,7 @@ def test_tiny_reply(joules):
     joules()
 """
 
-MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1.model.json"
+MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.model.json"
 
 
 def write_model(proj, scale=1.0, name="memflops"):
@@ -91,7 +91,7 @@ def test_model_predictions_errors_sweet_spots_and_session_mape(proj):
     out = result.stdout.str()
     assert "Sweet spots (memflops model)" in out
     # the fake follows the model's form exactly, so errors are the jitter only (< 1%)
-    result.stdout.fnmatch_lines(["*model memflops (*fake-fake-1.model.json): session MAPE 0.*% over 5 measurements, tolerance 2.00%: ok*"])
+    result.stdout.fnmatch_lines(["*model memflops (*fake-fake-1-fp16.model.json): session MAPE 0.*% over 5 measurements, tolerance 2.00%: ok*"])
     tiny = next(line for line in result.stdout.lines if line.strip().startswith("test_tiny_reply"))
     assert "%*" in tiny  # n_out=8 lies outside the fitted 16-1024: marked, and not in the MAPE
 
@@ -135,7 +135,7 @@ def test_a_corrupted_model_file_is_an_error_naming_it(proj):
     (proj.path / MODEL).write_text('{"models": [{"name": "quadratic"}]}')
     result = proj.runpytest("--joules")
     result.assert_outcomes(failed=6)
-    result.stdout.fnmatch_lines(["*fitted model: *fake-fake-1.model.json: models[[]0[]]: unknown model name 'quadratic'*joules fit*"])
+    result.stdout.fnmatch_lines(["*fitted model: *fake-fake-1-fp16.model.json: models[[]0[]]: unknown model name 'quadratic'*joules fit*"])
 
 
 def test_joules_json_holds_every_measurement_in_the_results_schema(proj):

@@ -124,6 +124,8 @@ class Setup:
     #: replay: every point of the file, for the comparison with a fit of all of them
     all_points: list[Any] = dataclasses.field(default_factory=list)
     all_cost_s: float | None = None
+    #: the device and engine of the points, saved in the model (the plugin judges only its own)
+    fingerprint: dict[str, Any] | None = None
 
     def close(self) -> None:
         for thing in (self.meter, self.engine):
@@ -166,14 +168,18 @@ def _live(args: argparse.Namespace) -> Setup:
     device = meter.device_info()
     where = f"{model} on {device.get('gpu') or ', '.join(gpus) or engine.kind}"
     window = meter.min_window_s if args.min_window_s is None else args.min_window_s
+    from ..models.identity import of_results
+
     return Setup(source, grid, requests, {"requests": requests, "max_batch_size": args.max_batch_size},
                  bool(engine.simulated), where, "simulated clock" if engine.simulated else "wall clock",
-                 options["seed"], warmup, args.rounds, float(window or 0.0), kept, engine, meter)
+                 options["seed"], warmup, args.rounds, float(window or 0.0), kept, engine, meter,
+                 fingerprint=of_results(engine.identity(), device, bool(engine.simulated)))
 
 
 def _replay(args: argparse.Namespace) -> Setup:
     from ..models import analytical, sources as calibrate_sources
     from ..models.analytical import Point
+    from ..models.identity import of_results
     from ..models.points import batching_of
     from ..store.results import read_results
 
@@ -204,7 +210,8 @@ def _replay(args: argparse.Namespace) -> Setup:
     return Setup(source, grid, int(batching.get("requests") or 1), batching, results.simulated,
                  f"{where}, replayed from {Path(args.replay).name}", "recorded windows", 0, 1, None, 0.0,
                  all_points=[Point(x.n_in, x.n_out, x.j_per_out_token) for x in everything],
-                 all_cost_s=sum(x.cost_s for x in everything))
+                 all_cost_s=sum(x.cost_s for x in everything),
+                 fingerprint=of_results(results.engine, results.device, results.simulated))
 
 
 def _in_ranges(n_in: int, n_out: int, args: argparse.Namespace) -> bool:
@@ -237,8 +244,9 @@ def run(args: argparse.Namespace) -> int:
     u = uncertainty.bootstrap(fitted, cal.points, replicates=replicates, seed=setup.seed)
     grid_cost = setup.all_cost_s if args.replay else _grid_cost(cal, plan)
     document = _document(args, setup, cal, fitted, u, grid_cost)
+    identity = {"fingerprint": setup.fingerprint} if setup.fingerprint else {}  # the plugin judges only its own
     uncertainty.save(args.save, [(fitted, u)], simulated=setup.simulated, source="joules calibrate",
-                     calibration=document["calibration"])
+                     calibration=document["calibration"], **identity)
     if args.out and setup.kept:
         from ..store.results import write_results
 

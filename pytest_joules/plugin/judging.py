@@ -62,6 +62,10 @@ class Judging:
         self._store: BaselineStore | None = None
         self._models: list[FittedModel] | None = None
         self._model_error: str | None = None
+        #: why the model file beside the baselines is not used (fitted on another fingerprint)
+        self.model_refused: str | None = None
+        #: session-wide facts for the summary (a refused model, migrated files, other devices' stores)
+        self.notes: list[str] = []
 
     @property
     def store(self) -> BaselineStore:
@@ -73,18 +77,27 @@ class Judging:
 
     # -- the fitted model ---------------------------------------------------------------------
     def models(self) -> list[FittedModel]:
-        """The fitted models beside the baselines ([] when there is no model file)."""
+        """The fitted models beside the baselines ([] when there is no model file, or its
+        fingerprint is another device's or engine's: models/identity.py)."""
         if self._models is None:
-            path = self.store.model_path_for(self.devices.fingerprint)
+            path = self.store.model_source_for(self.devices.fingerprint)
             self._models = []
             if path.exists():
-                from ..models.analytical import load_models
+                from ..models import identity
+                from ..models.analytical import models_from_data
+                from ..store.results import load_json
 
                 try:
-                    self._models = load_models(path)
-                    self.model_path = str(path)
+                    data = load_json(path)
+                    models = models_from_data(data, str(path))
                 except DataError as exc:
                     self._model_error = f"{exc}; fix it or fit it again with `joules fit ... --save {path}`"
+                else:
+                    self.model_refused = identity.refusal(path, data, self.devices.fingerprint)
+                    if self.model_refused is None:
+                        self._models, self.model_path = models, str(path)
+                    else:
+                        self.add_notes([self.model_refused])
         return self._models
 
     def model(self) -> FittedModel | None:
@@ -189,7 +202,9 @@ class Judging:
             judged.failures.append(f"fitted model: {self._model_error}")
             return
         if model is None:
-            if tolerance is not None:
+            if tolerance is not None and self.model_refused:
+                judged.failures.append(f"{judged.key}: model_tolerance is set but the {self.model_refused}")
+            elif tolerance is not None:
                 judged.failures.append(
                     f"{judged.key}: model_tolerance is set but there is no fitted model at "
                     f"{self.store.model_path_for(self.devices.fingerprint)}; fit one with `joules fit RESULTS --save PATH`"
@@ -240,7 +255,13 @@ class Judging:
         except DataError as exc:
             self.baseline_errors.append(f"baseline store: {exc}; the baselines of this run were not saved")
             return
+        finally:
+            self.add_notes([m.describe() for m in self._store.migrated])
         self.replaced += [dataclasses.asdict(r) for r in done]
+
+    def add_notes(self, notes: list[str]) -> None:
+        """Session notes, each once (every xdist worker finds the same ones)."""
+        self.notes += [n for n in notes if n not in self.notes]
 
     def model_file(self) -> Any:
         """Where this session's fitted model is (or would be) kept."""

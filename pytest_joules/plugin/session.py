@@ -85,7 +85,8 @@ class JoulesSession:
         if self.is_worker:
             # xdist: ship this worker's measurements to the controller (see pytest_testnodedown)
             payload = {"records": [r.to_dict() for r in self.recording.records], "model_path": self.judging.model_path,
-                       "replaced": self.judging.replaced, "baseline_errors": self.judging.baseline_errors}
+                       "replaced": self.judging.replaced, "baseline_errors": self.judging.baseline_errors,
+                       "notes": self.judging.notes, "model_refused": self.judging.model_refused}
             session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)
             return
         rec = self.recording
@@ -123,6 +124,8 @@ class JoulesSession:
         self.judging.model_path = self.judging.model_path or payload.get("model_path")
         self.judging.replaced += payload.get("replaced", [])
         self.judging.baseline_errors += payload.get("baseline_errors", [])
+        self.judging.add_notes(payload.get("notes", []))
+        self.judging.model_refused = self.judging.model_refused or payload.get("model_refused")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from ..report.summary import write_summary

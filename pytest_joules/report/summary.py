@@ -302,6 +302,7 @@ def footprint_lines(footprint: Any, records: list[ResultRecord], verbosity: int)
 def _store_lines(state: Summary, records: list[ResultRecord]) -> list[Text]:
     """What happened to the baseline store as a whole: errors, replaced files, a store made anew."""
     lines = [Text(error, style="bold red") for error in state.baseline_errors]
+    lines += [Text(note, style="bold yellow") for note in state.notes]
     saved = {r.key for r in records if r.baseline_updated}
     for r in state.replaced:
         dropped = [k for k in r["old_keys"] if k not in saved]

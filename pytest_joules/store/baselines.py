@@ -253,12 +253,27 @@ class BaselineStore:
         self._pending: dict[Path, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
         self._last_flush = time.monotonic()
         self._last_write_s = 0.0
+        #: the file an identity's baselines were read from, where it is an old-named one (migrate.py)
+        self._sources: dict[Path, Path] = {}
+        #: device directories migrated to full-identity names by this store, and what moved
+        self._migrated_dirs: set[Path] = set()
+        self.migrated: list[Any] = []
 
     def path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.json"
 
     def model_path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.model.json"
+
+    def model_source_for(self, fp: Mapping[str, Any]) -> Path:
+        """The model file to read for `fp`: the full-identity name, else a pre-0.2 one that
+        belongs to `fp` (migrate.legacy_model), else the full-identity name (absent)."""
+        path = self.model_path_for(fp)
+        if os.path.lexists(path):
+            return path
+        from .migrate import legacy_model
+
+        return legacy_model(self.root, fp, self.path_for) or path
 
     def _load(self, path: Path) -> Any:
         """The file's JSON; DataError (with the fix) when unreadable. `path` must exist."""
@@ -287,17 +302,36 @@ class BaselineStore:
             "file's entries; the old file is kept as .bak) or point --joules-baselines at a separate directory"
         )
 
+    def _read_identity(self, fp: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Entry]] | None:
+        """The file of `fp`'s identity; where only a file of the pre-0.2 name holds it, that one."""
+        from .migrate import legacy_source
+
+        path = self.path_for(fp)
+        if os.path.lexists(path):
+            return self._read(path)
+        old = legacy_source(self.root, fp, self.path_for)
+        if old is None:
+            return None
+        try:
+            found = self._read(old)
+        except DataError:
+            if not os.path.lexists(old) and os.path.lexists(path):  # migrated meanwhile by another process
+                return self._read(path)
+            raise
+        self._sources[path] = old
+        return found
+
     def lookup(self, fp: Mapping[str, Any], key: str, workload: Workload) -> Lookup:
         """The baseline of test `key`; raises DataError (bad file) or FingerprintMismatch."""
         path = self.path_for(fp)
         if path not in self._cache:
-            self._cache[path] = self._read(path)
+            self._cache[path] = self._read_identity(fp)
         cached = self._cache[path]
         if cached is None:
             return Lookup(None)
         recorded, entries = cached
         if recorded != fp:
-            raise self._mismatch(path, recorded, fp)
+            raise self._mismatch(self._sources.get(path, path), recorded, fp)
         entry = entries.get(key)
         if entry is None:
             return Lookup(None)
@@ -387,6 +421,19 @@ class BaselineStore:
         self.flush()
         return path
 
+    def _migrate(self, directory: Path) -> None:
+        """Once per device directory: rename its pre-0.2 files to full-identity names (migrate.py)."""
+        if directory in self._migrated_dirs or not directory.is_dir():
+            return
+        from .migrate import migrate_directory
+
+        with _locked(directory):
+            moved = migrate_directory(directory, self.path_for)
+        self._migrated_dirs.add(directory)
+        self.migrated += moved
+        for m in moved:  # what was read under the old name is now under the new one
+            self._sources = {k: v for k, v in self._sources.items() if str(v) != m.old}
+
     def _write(self, path: Path, fp: dict[str, Any], staged: dict[str, dict[str, Any]]) -> Replaced | None:
         """Merge `staged` into the file under the lock, with whatever other workers wrote meanwhile.
 
@@ -394,6 +441,7 @@ class BaselineStore:
         replaced (that is what --joules-update-baselines asks for on a new device), its old
         content kept as `<file>.bak`.
         """
+        self._migrate(path.parent)
         target = write_target(path)
         with _locked(target.parent):
             _remove_stale_temps(target)
