@@ -223,6 +223,6 @@ def test_fit_titles_the_figure_with_model_and_gpu(tmp_path, monkeypatch, capsys)
 
     seen = {}
     monkeypatch.setattr(plot, "save_plot", lambda path, pts, models, title: seen.setdefault("title", title))
-    sweep = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b.sweep.json"
+    sweep = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b-bf16-graphs.sweep.json"
     assert main(["fit", str(sweep), "--plot", str(tmp_path / "f.png")]) == 0
     assert seen["title"] == "SIMULATED Energy per output token: Llama-3.1-8B on H100-SXM"
