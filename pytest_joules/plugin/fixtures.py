@@ -126,7 +126,7 @@ class Joules:
             problem = str(exc)
         if problem is not None:
             pytest.fail(f"{nodeid}: {problem}", pytrace=False)
-        judged = state.judging.judge(m, key, tolerance, model_tolerance)
+        judged = state.judging.judge(m, key, tolerance, model_tolerance, test=base)
         failures = judged.failures
         state.recording.add(ResultRecord.from_measurement(
             m, **judged.record_fields(), nodeid=nodeid, test=self._request.node.name, label=label))

@@ -32,6 +32,8 @@ class Judged:
 
     key: str
     failures: list[str] = field(default_factory=list)
+    #: the test's own key (without a second measurement's name)
+    test: str | None = None
     baseline_note: str = ""
     baseline_updated: bool = False
     extrapolated: bool = False
@@ -66,6 +68,10 @@ class Judging:
         self.model_refused: str | None = None
         #: session-wide facts for the summary (a refused model, migrated files, other devices' stores)
         self.notes: list[str] = []
+        from .missing import Missing
+
+        #: tests without a baseline (the session sets the command that records them)
+        self.missing = Missing()
 
     @property
     def store(self) -> BaselineStore:
@@ -120,10 +126,12 @@ class Judging:
         return []
 
     # -- one measurement ----------------------------------------------------------------------
-    def judge(self, m: Measurement, key: str, tolerance: float | None, model_tolerance: float | None) -> Judged:
-        """Fill in the baseline, verdict and prediction of `m`."""
+    def judge(self, m: Measurement, key: str, tolerance: float | None, model_tolerance: float | None,
+              test: str | None = None) -> Judged:
+        """Fill in the baseline, verdict and prediction of `m`; `test` is the key of the test it
+        belongs to (without a second measurement's name), for the command that records it."""
         tol = self.options.tolerance if tolerance is None else tolerance
-        judged = Judged(key)
+        judged = Judged(key, test=test)
         if m.dry_run:
             m.verdict = V.Verdict(V.DRY_RUN, tolerance=tol, detail=f"dry run: no energy read (meter {m.meter!r})")
             return judged
@@ -181,11 +189,29 @@ class Judging:
             judged.baseline_note = found.note
         if m.verdict.failed and not self.options.update_baselines:
             judged.failures.append(m.verdict.failure(test_name(key)))
-        elif m.verdict.status == V.NEW and self.options.new_fails and not self.options.update_baselines:
-            judged.failures.append(
-                f"energy new (--joules-new-fails): {test_name(key)}: {m.verdict.detail}; record its baseline "
-                "with --joules-update-baselines (a renamed test needs one under its new name)")
+        elif m.verdict.status == V.NEW and not self.options.update_baselines:
+            judged.failures += self._without_baseline(judged, m.verdict.detail)
         return True
+
+    def _without_baseline(self, judged: Judged, detail: str) -> list[str]:
+        """A test without a baseline: the store's other identities are named in the summary; it
+        fails with --joules-require-baselines (none for this identity), --joules-new-fails, or in
+        CI unless --joules-allow-new (plugin/missing.py)."""
+        from ..store.fingerprint import describe
+
+        o, fp, name = self.options, self.devices.fingerprint, test_name(judged.key)
+        note = self.missing.note(self.store, fp, describe)
+        if note:
+            self.add_notes([note])
+        command = self.missing.record_command(judged.test or judged.key)
+        if o.require_baselines and note:
+            return [f"energy new (--joules-require-baselines): {name}: {self.store.root} holds no baselines for this "
+                    f"device and engine; it holds {'; '.join(self.missing.others(self.store, fp))}. Record them with `{command}`"]
+        if o.new_fails or (o.ci and not o.allow_new):
+            why = "--joules-new-fails" if o.new_fails else "in CI a test without a baseline fails; --joules-allow-new lets it pass"
+            return [f"energy new ({why}): {name}: {detail}; record its baseline with `{command}` and commit it "
+                    "(a renamed test needs one under its new name)"]
+        return []
 
     def _stage(self, m: Measurement, judged: Judged) -> None:
         """Stage the rounds; they are written at the session's end (or when due, between tests),

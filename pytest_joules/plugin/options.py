@@ -40,6 +40,10 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-sim-slowdown", "value", "make the simulated device this many times slower, e.g. 1.10 (demos a regression)"),
     ("--joules-noisy-fails", "flag", "fail a test whose verdict is 'noisy' (rounds too spread to judge the tolerance)"),
     ("--joules-new-fails", "flag", "fail a test that has no baseline (verdict 'new'), so a renamed test cannot slip through CI"),
+    ("--joules-allow-new", "flag", "in CI (the CI environment variable set) let a test without a baseline pass as 'new'; "
+     "by default it fails there, giving the command that records it"),
+    ("--joules-require-baselines", "flag", "fail every test when the store holds no baselines for this device and "
+     "engine (the summary names the ones it holds)"),
     ("--joules-meter-option", "list", "KEY=VALUE option of the meter, e.g. min_window_s=2 (repeatable; ini: one per line)"),
     ("--joules-engine-option", "list", "KEY=VALUE option of the engine, e.g. noise=0 (sim) or device=cpu (hf) (repeatable; ini: one per line)"),
     ("--joules-export-gab", "path", "write the session's results as github-action-benchmark customSmallerIsBetter JSON"),
@@ -120,6 +124,11 @@ class JoulesOptions:
     noisy_fails: bool = False
     #: a test with no baseline fails instead of passing as "new"
     new_fails: bool = False
+    #: CI (the `CI` environment variable, plugin/missing.py): a test without a baseline fails unless allow_new
+    ci: bool = False
+    allow_new: bool = False
+    #: fail the tests of a device and engine that have no baselines in the store at all
+    require_baselines: bool = False
     meter_options: Mapping[str, Any] = field(default_factory=dict)
     #: --joules-engine-option; the engine spec adds seed and sim_slowdown (see session.engine_spec)
     engine_options: Mapping[str, Any] = field(default_factory=dict)
@@ -277,6 +286,16 @@ def _settle_engine_options(config: pytest.Config, values: dict[str, Any]) -> Non
             )
 
 
+def _settle_new_tests(config: pytest.Config, values: dict[str, Any]) -> None:
+    """In CI a test without a baseline fails unless --joules-allow-new (plugin/missing.py)."""
+    from .missing import in_ci
+
+    if values.get("new_fails") and values.get("allow_new"):
+        raise pytest.UsageError(f"{_given_as(config, '--joules-new-fails')} and {_given_as(config, '--joules-allow-new')} "
+                                "contradict each other; give one")
+    values["ci"] = in_ci()
+
+
 def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     """The option's value and the directory a relative path in it is relative to.
 
@@ -324,6 +343,8 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-sim-slowdown": parse_positive_float,
         "--joules-noisy-fails": parse_bool,
         "--joules-new-fails": parse_bool,
+        "--joules-allow-new": parse_bool,
+        "--joules-require-baselines": parse_bool,
         "--joules-meter-option": parse_meter_options,
         "--joules-engine-option": parse_engine_options,
         "--joules-no-step-summary": parse_bool,
@@ -347,14 +368,19 @@ def from_config(config: pytest.Config) -> JoulesOptions:
             where = f" in {config.inipath}" if config.inipath else ""
             raise pytest.UsageError(f"{exc} (set by the ini key {ini_key(flag)}{where})") from None
     _settle_engine_options(config, values)
+    _settle_new_tests(config, values)
     if "seed" not in values:
         values["seed"], values["seed_given"] = random_seed(), False
     if "baselines" not in values and not values.get("enabled"):
         values["baselines"] = Path(config.rootpath) / "baselines"  # unused: no need to search
-    elif "baselines" not in values:
-        values["baselines"] = default_baselines(Path(config.rootpath), config.inipath is not None)
-        if config.inipath is None:  # node ids follow the rootdir: key the store from where it lies
-            values["key_base"] = values["baselines"].parent
+    elif values.get("enabled"):
+        # keys and the default store follow the ini file (or the repository), never pytest's
+        # rootdir, which an option's value written after a space can move (anchor.py)
+        from . import anchor
+
+        found = anchor.find(config, {flag for flag, kind, _ in FLAGS if kind != "flag"})
+        values.setdefault("baselines", found.store)
+        values["key_base"] = found.root
     if values.get("enabled"):
         check_baselines(values["baselines"], _given_as(config, "--joules-baselines")
                         if _raw(config, "--joules-baselines")[0] is not None else "the default baselines directory")

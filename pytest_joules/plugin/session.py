@@ -63,7 +63,9 @@ class JoulesSession:
         model = f", model {o.model}" if o.model else ""
         update = ", updating baselines" if o.update_baselines else ""
         noisy = " (noisy verdicts fail)" if o.noisy_fails else ""
-        noisy += " (tests without a baseline fail)" if o.new_fails else ""
+        if o.new_fails or (o.ci and not o.allow_new):
+            noisy += " (tests without a baseline fail" + (": CI; --joules-allow-new lets them pass)" if not o.new_fails else ")")
+        noisy += " (the store must hold baselines for this device)" if o.require_baselines else ""
         rounds = f"rounds {o.rounds}" + (f" (at most {o.max_seconds:g} s a test)" if o.rounds == "auto" else "")
         seed = f"seed {o.seed}" + ("" if o.seed_given else f" (random; --joules-seed {o.seed} repeats this run)")
         new = "" if self.judging.store_existed else " (does not exist yet)"

@@ -245,6 +245,27 @@ def _ensure_gitignore(directory: Path) -> None:
         os.replace(tmp, ignore)
 
 
+def check_directory(directory: Path) -> None:
+    """DataError when a device directory exists but is no directory: read as absent, it would make
+    every test "new" and pass. Git checks a symlink out as a small file holding its target where
+    symlinks are off (Git on Windows by default)."""
+    if not os.path.lexists(directory) or directory.is_dir():
+        return
+    if os.path.islink(directory):
+        raise DataError(f"{directory}: a symlink to {os.readlink(directory)}, which does not exist; restore its "
+                        "target or replace the link with the device's baseline directory")
+    hint = ""
+    try:
+        text = directory.read_text(encoding="utf-8", errors="replace")[:200].strip()
+    except OSError:
+        text = ""
+    if text and "\n" not in text and len(text) < 200:
+        hint = (f" (it holds {text!r}: a symlink that git checked out as a file, as Git on Windows does without "
+                "core.symlinks; enable symlinks and check it out again, or replace it with the directory)")
+    raise DataError(f"{directory}: is a file, not a directory of baselines{hint}; "
+                    "the tests of this device cannot be compared with their baselines")
+
+
 class BaselineStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -307,6 +328,7 @@ class BaselineStore:
         from .migrate import legacy_source
 
         path = self.path_for(fp)
+        check_directory(path.parent)
         if os.path.lexists(path):
             return self._read(path)
         old = legacy_source(self.root, fp, self.path_for)
@@ -340,6 +362,31 @@ class BaselineStore:
             return Lookup(None, f"baseline was recorded for another workload ({was}); record it again")
         return Lookup(entry)
 
+    def holds(self, fp: Mapping[str, Any]) -> bool:
+        """Whether the store has a file for `fp`'s identity (of the new name or a pre-0.2 one)."""
+        from .migrate import legacy_source
+
+        path = self.path_for(fp)
+        return os.path.lexists(path) or legacy_source(self.root, fp, self.path_for) is not None
+
+    def inventory(self) -> list[tuple[Path, dict[str, Any], int]]:
+        """Every readable baseline file of the store: (path, fingerprint, number of entries).
+        Files that cannot be read are left out: a lookup names them."""
+        from .migrate import is_baseline_name
+
+        found = []
+        for path in sorted(self.root.glob("*/*.json")):
+            if not is_baseline_name(path.name) or not path.is_file():
+                continue
+            try:
+                data = load_json(path)
+            except DataError:
+                continue
+            if isinstance(data, dict) and data.get("schema") == SCHEMA and isinstance(data.get("fingerprint"), dict) \
+                    and isinstance(data.get("entries"), dict):
+                found.append((path, data["fingerprint"], len(data["entries"])))
+        return found
+
     # -- recording ----------------------------------------------------------------------------
     def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None) -> Path:
         """Keep one test's rounds for the next `flush`; DataError when its file could not be written."""
@@ -372,6 +419,7 @@ class BaselineStore:
 
     def _check_writable(self, path: Path) -> None:
         """Fail the first test recorded into an unwritable place, not the session's end."""
+        check_directory(path.parent)
         directory = write_target(path).parent
         try:
             directory.mkdir(parents=True, exist_ok=True)

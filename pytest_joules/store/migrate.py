@@ -58,7 +58,7 @@ def legacy_path(root: Path, fp: Mapping[str, Any], suffix: str = ".json") -> Pat
     return Path(root) / device_slug(fp) / f"{legacy_engine_stem(fp)}{suffix}"
 
 
-def _fingerprint_of(path: Path) -> dict[str, Any] | None:
+def fingerprint_of(path: Path) -> dict[str, Any] | None:
     """The fingerprint of a readable baseline file; None for anything else (never raises)."""
     try:
         if not path.is_file():
@@ -80,7 +80,7 @@ def legacy_source(root: Path, fp: Mapping[str, Any], name_for: NameFor) -> Path 
     new = name_for(fp)
     if old == new or not os.path.lexists(old):
         return None
-    recorded = _fingerprint_of(old)
+    recorded = fingerprint_of(old)
     if recorded is None:
         return old  # corrupt, or a dangling link: the reader says so rather than reading "new"
     return old if name_for(recorded) == new else None
@@ -106,7 +106,7 @@ def model_name(baseline: Path) -> Path:
     return baseline.with_name(baseline.name[: -len(".json")] + MODEL_SUFFIX)
 
 
-def _is_baseline_name(name: str) -> bool:
+def is_baseline_name(name: str) -> bool:
     return name.endswith(".json") and not name.startswith(".") and not name.endswith(_NOT_BASELINES)
 
 
@@ -120,9 +120,9 @@ def migrate_directory(directory: Path, name_for: NameFor) -> list[Migrated]:
         return done
     for name in names:
         path = directory / name
-        if not _is_baseline_name(name):
+        if not is_baseline_name(name):
             continue
-        fp = _fingerprint_of(path)
+        fp = fingerprint_of(path)
         if fp is None:
             continue  # unreadable: left as it is, named by whoever looks it up
         target = name_for(fp)
