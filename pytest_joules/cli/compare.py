@@ -43,6 +43,8 @@ class Match:
     old: ResultRow
     new: ResultRow
     verdict: Verdict
+    #: the level the verdict was judged at (the new row's recorded confidence)
+    confidence: float = 0.95
 
 
 @dataclass
@@ -99,6 +101,21 @@ def _values(row: ResultRow) -> list[float]:
     if row.round_values:
         return list(row.round_values)
     return [row.j_per_out_token] if row.j_per_out_token is not None else []
+
+
+def _recorded_confidence(path: Any, row: ResultRow) -> float:
+    """The confidence the plugin judged the row at (`confidence`: 99.5% after the looks of
+    `--joules-rounds auto`, 95% for a fixed number), so compare gives the plugin's verdict on the
+    same runs; a row without one (older files, `joules sweep`) at the documented default, 95%."""
+    from ..judge.stats import DEFAULT_CONFIDENCE
+
+    value = row.raw.get("confidence")
+    if value is None:
+        return DEFAULT_CONFIDENCE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value < 1:
+        raise DataError(f"{path}: result {row.name!r}: 'confidence' must be a number in [0.5, 1) (the level the "
+                        f"verdict was judged at), got {value!r}")
+    return float(value)
 
 
 def _recorded_tolerance(row: ResultRow) -> float | None:
@@ -176,8 +193,9 @@ def compare_files(
         elif not base_values:
             verdict = Verdict(NEW, tolerance=tol, detail=f"no valid rounds in {old.path} to compare with")
         else:
-            verdict = judge(cur_values, base_values, tol, noisy_fails=noisy_fails)
-        matches.append(Match(row.name, row.workload, base, row, verdict))
+            verdict = judge(cur_values, base_values, tol, confidence=_recorded_confidence(new.path, row),
+                            noisy_fails=noisy_fails)
+        matches.append(Match(row.name, row.workload, base, row, verdict, _recorded_confidence(new.path, row)))
     only_old = [r for queue in pending.values() for r in queue]
     if not matches:
         # a gate with nothing to compare must not pass quietly
@@ -216,6 +234,7 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
                 "status": m.verdict.status, "delta": m.verdict.delta, "tolerance": m.verdict.tolerance,
                 "ci_low": m.verdict.ci_low, "ci_high": m.verdict.ci_high, "p_value": m.verdict.p_value,
                 "method": m.verdict.method, "detail": m.verdict.detail, "failed": m.verdict.failed,
+                "confidence": m.confidence,
             }
             for m in report.matches
         ],
@@ -247,7 +266,11 @@ def _print_table(report: CompareReport) -> None:
         rows.append((m.name, {"n_in": str(m.workload.n_in), "n_out": str(m.workload.n_out),
                               "old J/tok": _j(_median(_values(m.old))), "new J/tok": _j(_median(_values(m.new))),
                               "delta": _pct(v.delta), "95% CI": ci, "verdict": v.status}))
-    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", "95% CI", "verdict"]
+    levels = {f"{m.confidence:.1%}".replace(".0%", "%") for m in report.matches}
+    ci_name = f"{levels.pop()} CI" if len(levels) == 1 else "CI"  # the level the verdicts were judged at
+    for _, cells in rows:
+        cells[ci_name] = cells.pop("95% CI")
+    figures = ["n_in", "n_out", "old J/tok", "new J/tok", "delta", ci_name, "verdict"]
 
     def room(columns: list[str]) -> int:  # cells left for the names: figures, two spaces between columns
         return console.width - sum(max([cell_len(c), *(cell_len(r[c]) for _, r in rows)]) + 2 for c in columns) - 2
@@ -257,7 +280,7 @@ def _print_table(report: CompareReport) -> None:
     files = [name.partition("::") for name, _ in rows]
     longest = max((len(test or path) + 2 for path, _, test in files), default=4)
     if room(figures) < longest:
-        figures.remove("95% CI")
+        figures.remove(ci_name)
     left = max(room(figures), 12)
     table = Table(title=Text(f"J/output-token{sim}"), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)
