@@ -1,7 +1,7 @@
 """Judging one measurement: its baseline (compare, or stage a new one), its model prediction.
 
-The baselines are staged while tests run and written between tests or at the end (`flush`),
-never before the test's outcome is known: a failing test's rounds are dropped (`test_done`).
+The baselines are held while a test runs, staged once it passed (plugin/outcome.py), and written
+between tests or at the end (`flush`): a test that failed in any phase saves none.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Judging:
 
         #: tests without a baseline (the session sets the command that records them)
         self.missing = Missing()
+        #: the current test's rounds to record, until its outcome is known (plugin/outcome.py)
+        self.held: list[Any] = []
 
     @property
     def store(self) -> BaselineStore:
@@ -214,13 +216,19 @@ class Judging:
         return []
 
     def _stage(self, m: Measurement, judged: Judged) -> None:
-        """Stage the rounds; they are written at the session's end (or when due, between tests),
-        and dropped if the test fails (`test_done`)."""
+        """Hold the rounds until the test's outcome is known (plugin/outcome.py): a test that
+        fails in any phase saves none. An unwritable store fails this test, not the session's end."""
+        from ..store.baselines import workload_dict
+        from .outcome import Stage
+
+        fp = self.devices.fingerprint
         try:
-            self.store.stage(self.devices.fingerprint, judged.key, m.workload, m.round_values, m.spread)
-            judged.baseline_updated = True
+            self.store.check_writable(fp)
         except DataError as exc:
             judged.failures.append(f"baseline store: {exc}")
+            return
+        self.held.append(Stage(dict(fp), judged.key, workload_dict(m.workload), list(m.round_values), m.spread))
+        judged.baseline_updated = True
 
     def _predict(self, m: Measurement, judged: Judged, tolerance: float | None) -> None:
         model = self.model()
@@ -256,34 +264,36 @@ class Judging:
                 judged.failures.append(str(exc))
 
     # -- after a test, and at the end ---------------------------------------------------------
-    def test_done(self, records: list[ResultRecord], nodeid: str, passed: bool) -> None:
-        """After a test's call phase: a failed test's staged baselines are dropped, since its own
-        assertions rejected what it measured; then staged ones are written if due. Flushing only
-        here, between tests, means no entry is written before its test's outcome is known."""
-        if not passed:
-            for r in reversed(records):  # this test's records are the last ones
-                if r.nodeid != nodeid:
-                    break
-                if r.baseline_updated and r.key and self.store.unstage(self.devices.fingerprint, r.key):
-                    r.baseline_updated = False
-                    r.baseline_not_saved = "the test failed"
+    def flush_if_due(self) -> None:
+        """Between tests: write the staged baselines when they have waited long enough."""
         if self._store is not None and self._store.due():
             self.flush()
 
-    def flush(self) -> None:
-        """Write the staged baselines (one write per file); a failure is kept for the summary."""
+    def flush(self, final: bool = False) -> dict[str, str]:
+        """Write the staged baselines (one write per file). At the session's end (`final`) a
+        failure is reported once, with the number of entries it left unwritten; returns those
+        keys with the reason. A failure between tests is retried at the end."""
         if self._store is None or not self._store.pending:
-            return
+            return {}
         import dataclasses
 
+        error = None
         try:
             done = self._store.flush()
         except DataError as exc:
-            self.baseline_errors.append(f"baseline store: {exc}; the baselines of this run were not saved")
-            return
+            done, error = [], str(exc)
         finally:
             self.add_notes([m.describe() for m in self._store.migrated])
         self.replaced += [dataclasses.asdict(r) for r in done]
+        if not final or error is None:
+            return {}
+        unsaved = {key: f"not written: {error}" for key in self._store.pending_keys()}
+        self.add_error(f"baseline store: {error}; {len(unsaved)} baseline(s) of this run were not saved (listed below)")
+        return unsaved
+
+    def add_error(self, error: str) -> None:
+        if error not in self.baseline_errors:
+            self.baseline_errors.append(error)
 
     def add_notes(self, notes: list[str]) -> None:
         """Session notes, each once (every xdist worker finds the same ones)."""

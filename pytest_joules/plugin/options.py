@@ -382,6 +382,9 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         values.setdefault("baselines", found.store)
         values["key_base"] = found.root
     if values.get("enabled"):
+        from . import outputs
+
+        outputs.check(JoulesOptions(**values))  # before measuring, not after: the store and the paths
         check_baselines(values["baselines"], _given_as(config, "--joules-baselines")
                         if _raw(config, "--joules-baselines")[0] is not None else "the default baselines directory")
     return JoulesOptions(**values)

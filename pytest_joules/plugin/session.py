@@ -32,6 +32,9 @@ class JoulesSession:
         self.devices = Devices(options, worker)
         self.judging = Judging(options, self.devices)
         self.recording = Recording(options, self.judging, rootdir=rootdir)
+        from .outcome import Outcomes
+
+        self.outcomes = Outcomes(self.judging, self.recording, worker=worker is not None)
 
     @property
     def is_worker(self) -> bool:
@@ -76,13 +79,18 @@ class JoulesSession:
     @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: sees the outcome after xfail and the like
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
-        if call.when == "call" and self.options.update_baselines:
-            # a failing test's baselines are not saved
-            self.judging.test_done(self.recording.records, item.nodeid, passed=report.passed)
+        self.outcomes.phase(item.nodeid, call.when, report)  # a test failed in any phase saves no baseline
         return report
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """xdist controller: a worker's test records, shipped on its teardown report (outcome.py)."""
+        if not self.is_worker:
+            self.outcomes.received(report)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.judging.flush()  # each process (an xdist worker too) writes what it recorded, once
+        self.outcomes.finish()  # the controller (or the only process) writes what was recorded
+        if self.recording.collection_order:  # xdist: workers finish in any order
+            self.recording.records.sort(key=self.recording.record_order)
         self.devices.close()
         if self.is_worker:
             # xdist: ship this worker's measurements to the controller (see pytest_testnodedown)

@@ -263,8 +263,12 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
                         lambda r: f"{r.key}" + (f": {r.baseline_note}" if r.baseline_note else ""))
         lines += _lines(f"baselines saved to {_shown_path(state.options.baselines)}", (r for r in records if r.baseline_updated),
                         "cyan", lambda r: f"{r.key}")
+    failed = "the test failed"
     lines += _lines("baselines not saved: the test failed (fix it, then record again)",
-                    (r for r in records if r.baseline_not_saved), "bold yellow", lambda r: f"{r.key}")
+                    (r for r in records if r.baseline_not_saved == failed), "bold yellow", lambda r: f"{r.key}")
+    lines += _lines("baselines not saved: the store could not write them (see above)",
+                    (r for r in records if r.baseline_not_saved and r.baseline_not_saved != failed), "bold red",
+                    lambda r: f"{r.key}")
     return lines
 
 

@@ -241,8 +241,31 @@ def _ensure_gitignore(directory: Path) -> None:
     ignore = directory / ".gitignore"
     if not os.path.lexists(ignore):
         tmp = directory / ".gitignore.joules-tmp"  # under the lock: no other writer of this name
-        tmp.write_text(GITIGNORE, encoding="utf-8")
-        os.replace(tmp, ignore)
+        try:
+            tmp.write_text(GITIGNORE, encoding="utf-8")
+            os.replace(tmp, ignore)
+        except BaseException:  # a full disk: leave no empty file behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def _fix_for(exc: OSError, path: Path) -> str:
+    """What to do about a write that failed: a full disk is not a permission problem."""
+    import errno
+
+    elsewhere = "or point --joules-baselines at another disk"
+    if exc.errno == errno.ENOSPC:
+        return f"the disk holding {path.parent} is full: free space on it, {elsewhere}"
+    if exc.errno == getattr(errno, "EDQUOT", -1):
+        return f"your disk quota for {path.parent} is used up: free some of it, {elsewhere}"
+    if exc.errno == errno.EROFS:
+        return f"{path.parent} is on a read-only file system: point --joules-baselines at a writable directory"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"a part of {path.parent} is a file, not a directory: point --joules-baselines at a writable directory"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"make {path.parent} writable or point --joules-baselines at a writable directory"
+    return f"check {path.parent}, or point --joules-baselines at another directory"
 
 
 def check_directory(directory: Path) -> None:
@@ -428,12 +451,17 @@ class BaselineStore:
         except OSError as exc:
             raise self._unwritable(path, exc) from None
 
+    def check_writable(self, fp: Mapping[str, Any]) -> None:
+        """DataError when `fp`'s baseline file could not be written (before measuring more)."""
+        self._check_writable(self.path_for(fp))
+
+    def pending_keys(self) -> list[str]:
+        """The keys staged and not yet written (after a failed flush)."""
+        return [key for _, entries in self._pending.values() for key in entries]
+
     @staticmethod
     def _unwritable(path: Path, exc: OSError) -> DataError:
-        return DataError(
-            f"cannot write baseline file {path}: {exc.strerror or exc}; make {path.parent} writable "
-            "or point --joules-baselines at a writable directory"
-        )
+        return DataError(f"cannot write baseline file {path}: {exc.strerror or exc}; {_fix_for(exc, path)}")
 
     @property
     def pending(self) -> int:

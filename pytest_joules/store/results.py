@@ -105,6 +105,32 @@ def _names_a_descriptor(path: str | os.PathLike[str]) -> bool:
     return False
 
 
+#: how long a write into a FIFO waits for a process to read it before giving up
+FIFO_WAIT_S = 10.0
+
+
+def _write_fifo(path: str | os.PathLike[str], text: str) -> None:
+    """Write into a named pipe: opening one that no process reads would block for ever (a session
+    that hung after its tests), so the open is non-blocking and waits FIFO_WAIT_S for a reader."""
+    import time
+
+    deadline = time.monotonic() + FIFO_WAIT_S
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ENXIO, f"{path} is a FIFO that no process read within {FIFO_WAIT_S:g} s; "
+                                           "start its reader first (e.g. `cat FIFO &`)") from None
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON so that a reader sees the old file or the new one, never half of one.
 
@@ -119,7 +145,10 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     except FileNotFoundError:
         mode = None
     if mode is not None and (not stat.S_ISREG(mode) or _names_a_descriptor(path)):
-        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISREG(mode):
+        if stat.S_ISFIFO(mode):
+            _write_fifo(path, text)
+            return
+        if stat.S_ISCHR(mode) or stat.S_ISREG(mode):
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
             return
