@@ -7,10 +7,13 @@ import argparse
 import math
 from typing import Callable
 
+from ..engines.workload import MAX_FIXED_ROUNDS, MAX_WARMUP
+
 
 def number(convert: Callable[[str], float], allow_zero: bool, what: str,
-           at_most: float | None = None) -> Callable[[str], float]:
-    """A converter that accepts finite values > 0 (or >= 0 with `allow_zero`), up to `at_most`."""
+           at_most: float | None = None, at_least: float | None = None, why: str = "") -> Callable[[str], float]:
+    """A converter that accepts finite values > 0 (or >= 0 with `allow_zero`), from `at_least` up
+    to `at_most`; `why` says why the limit is there."""
 
     def parse(text: str) -> float:
         try:
@@ -21,7 +24,11 @@ def number(convert: Callable[[str], float], allow_zero: bool, what: str,
         if not finite or value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         if at_most is not None and value > at_most:
-            raise argparse.ArgumentTypeError(f"expected {what} of at most {at_most:,.0f}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what} of at most {at_most:,.0f}, got {text!r}"
+                                             + (f": {why}" if why else ""))
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"expected {what} of at least {at_least:,.0f}, got {text!r}"
+                                             + (f": {why}" if why else ""))
         return value
 
     return parse
@@ -43,6 +50,10 @@ MAX_TOKENS = 10**9
 
 
 positive_int = number(int, False, "a positive integer")
+rounds = number(int, False, "a positive number of rounds", at_most=MAX_FIXED_ROUNDS,
+                why="each round runs the workload at least once and cannot be cut short")
+warmup = number(int, True, "a non-negative number of warm-up runs", at_most=MAX_WARMUP,
+                why="each runs the whole workload and cannot be cut short")
 non_negative_int = number(int, True, "a non-negative integer")
 positive_float = number(float, False, "a positive number")
 seconds = number(float, True, "a non-negative number of seconds")

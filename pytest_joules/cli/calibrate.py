@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .argtypes import check_writable, non_negative_int, positive_float, positive_int, seconds, tolerance_arg
+from .argtypes import (check_writable, non_negative_int, number, positive_float, positive_int, requests, rounds,
+                       seconds, tolerance_arg, warmup)
 
 #: the paper's grid
 DEFAULT_RANGE = (64, 4096)
@@ -42,7 +43,18 @@ def rounds_arg(text: str) -> int | None:
     """'auto' -> None (until the median is known), or a positive number of rounds."""
     if text.strip().lower() == "auto":
         return None
-    return int(positive_int(text))
+    return int(rounds(text))
+
+
+#: candidate lengths per axis: the design weighs every pair of candidates, so its memory and time
+#: grow with the 4th power of this (300 levels asked for 60 GiB)
+MAX_LEVELS = 32
+levels_arg = number(int, False, "a number of levels", at_least=2, at_most=MAX_LEVELS,
+                    why="the design compares every pair of the levels² candidates")
+#: a 95% interval needs at least 40 replicates (its 2.5% and 97.5% quantiles): fewer printed ±0.0%
+MIN_REPLICATES = 40
+bootstrap_arg = number(int, False, "a number of bootstrap replicates", at_least=MIN_REPLICATES, at_most=100_000,
+                       why="a 95% interval needs at least 40 replicates; each refits the model")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -66,13 +78,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--engine-option", action="append", default=None, metavar="KEY=VALUE",
                    help="engine setting, repeatable (sim: runtime, noise, slowdown, seed; hf: device, dtype)")
     p.add_argument("--meter-option", action="append", default=None, metavar="KEY=VALUE", help="meter setting, repeatable")
-    p.add_argument("--requests", type=positive_int, default=None, help="requests per workload (default 1)")
+    p.add_argument("--requests", type=requests, default=None, help="requests per workload (default 1)")
     p.add_argument("--max-batch-size", type=positive_int, default=None, help="most requests in flight at once")
     p.add_argument("--n-in-range", type=length_range, default=None, metavar="LOW:HIGH",
                    help="input lengths to cover (default 64:4096; with --replay: the file's)")
     p.add_argument("--n-out-range", type=length_range, default=None, metavar="LOW:HIGH",
                    help="output lengths to cover (default 64:4096; with --replay: the file's)")
-    p.add_argument("--levels", type=positive_int, default=None,
+    p.add_argument("--levels", type=levels_arg, default=None,
                    help="candidate lengths per axis, spaced geometrically (default 7: 64..4096 in powers of two)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--points", type=positive_int, default=None, metavar="K",
@@ -86,11 +98,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="auto rounds: know each median to half of this (default 5%%)")
     p.add_argument("--max-seconds", type=positive_float, default=60.0,
                    help="auto rounds: measured seconds per point at most (default 60)")
-    p.add_argument("--warmup", type=non_negative_int, default=None, help="unmeasured runs before each point's rounds (default 1)")
+    p.add_argument("--warmup", type=warmup, default=None, help="unmeasured runs before each point's rounds (default 1)")
     p.add_argument("--min-window-s", type=seconds, default=None, help="shortest measurement window (default: the meter's)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of prompts and of the sim's noise (default: a new one)")
     p.add_argument("--sim-slowdown", type=positive_float, default=None, metavar="X", help="sim only: every step X times slower")
-    p.add_argument("--bootstrap", type=positive_int, default=None, metavar="B",
+    p.add_argument("--bootstrap", type=bootstrap_arg, default=None, metavar="B",
                    help="bootstrap replicates for the intervals (default 200; saved in the model file)")
     p.add_argument("--replay", metavar="RESULTS.json",
                    help="take the points from a results file (joules sweep --out, pytest --joules-json) instead of measuring")
@@ -227,6 +239,10 @@ def run(args: argparse.Namespace) -> int:
     check_writable("--save", args.save)
     if args.out:
         check_writable("--out", args.out)
+    if args.plot:
+        from ..report.plot import check_plot_path
+
+        check_plot_path(args.plot)  # before measuring, not after
     budget_s = args.budget_minutes * 60.0 if args.budget_minutes is not None else None
     points = args.points if args.points is not None or budget_s is not None else DEFAULT_POINTS
     calibrate.check_points(args.fit, points)  # before an engine loads a model for minutes

@@ -326,8 +326,9 @@ def run(args: argparse.Namespace) -> int:
         old, new, tolerance=args.tolerance, noisy_fails=args.noisy_fails,
         allow_different_devices=args.allow_different_devices,
     )
+    args.exit_status = 1 if args.fail and report.failed else 0  # kept if the reader closes the pipe early
     if args.json:
         print(json.dumps(_to_json(report), indent=2))
     else:
         _print_table(report)
-    return 1 if args.fail and report.failed else 0
+    return int(args.exit_status)

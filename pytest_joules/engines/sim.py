@@ -90,15 +90,19 @@ class SimEngine:
 def create(spec: EngineSpec) -> SimEngine:
     options = dict(spec.options or {})
     reject_unknown_options("sim", options, OPTIONS)
+    from ..sim.device import MAX_NOISE, MAX_SLOWDOWN
+
     slowdown = _number(options, "slowdown", 1.0, float)
-    if not slowdown > 0 or slowdown == float("inf"):
-        raise ConfigError(f"sim slowdown must be a positive number (1.0 = normal, 1.1 = 10% slower), got {slowdown!r}")
+    if not 0 < slowdown <= MAX_SLOWDOWN:
+        raise ConfigError(f"sim slowdown must be a positive number of at most {MAX_SLOWDOWN:g} (1.0 = normal, "
+                          f"1.1 = 10% slower), got {slowdown!r}")
     seed = _number(options, "seed", 0, int)
     if seed < 0:
         raise ConfigError(f"sim seed must be a non-negative integer, got {seed!r}")
     noise = _number(options, "noise", 1.0, float)
-    if not 0 <= noise < float("inf"):
-        raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic, the default), got {noise!r}")
+    if not 0 <= noise <= MAX_NOISE:
+        raise ConfigError(f"sim noise must be a number from 0 to {MAX_NOISE:g} (0 = exact, 1 = realistic, the "
+                          f"default), got {noise!r}")
     from ..sim.runtime import get_runtime
 
     runtime = get_runtime(options.get("runtime", "graphs")).name

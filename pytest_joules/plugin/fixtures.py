@@ -120,7 +120,7 @@ class Joules:
         problem = None
         try:
             m = measure(engine, meter, workload, rounds=3 if rule else rounds, rule=rule,
-                        warmup=opts.warmup if warmup is None else warmup, name=key)
+                        warmup=opts.warmup if warmup is None else warmup, name=key, max_seconds=opts.max_seconds)
         # ConfigError: a limit only the run checks; EngineUnavailable: an engine's prepare() failed
         except (WorkloadMismatch, InvalidMeasurement, ConfigError, EngineUnavailable) as exc:
             problem = str(exc)

@@ -179,14 +179,15 @@ def random_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def parse_int(flag: str, value: Any, minimum: int) -> int:
+def parse_int(flag: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     text = str(value).strip()
     try:
         number = int(text)
     except ValueError:
         number = None
-    if number is None or number < minimum:
+    if number is None or number < minimum or (maximum is not None and number > maximum):
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        what += f" of at most {maximum:,} (each runs the whole workload)" if maximum is not None else ""
         raise _fail(flag, value, f"give {what}")
     return number
 
@@ -197,7 +198,8 @@ def parse_rounds(flag: str, value: Any) -> int | str:
     try:
         return parse(value)
     except ValueError:
-        raise _fail(flag, value, "give auto (measure until the verdict is known) or a positive integer") from None
+        raise _fail(flag, value, "give auto (measure until the verdict is known) or a positive integer of at "
+                    "most 1,000 (each round runs the workload at least once)") from None
 
 
 def parse_positive_float(flag: str, value: Any) -> float:
@@ -337,7 +339,7 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-model-tolerance": parse_fraction,
         "--joules-rounds": parse_rounds,
         "--joules-max-seconds": parse_positive_float,
-        "--joules-warmup": lambda f, v: parse_int(f, v, 0),
+        "--joules-warmup": lambda f, v: parse_int(f, v, 0, maximum=100),
         "--joules-seed": lambda f, v: parse_int(f, v, 0),
         "--joules-require-gpu": parse_bool,
         "--joules-sim-slowdown": parse_positive_float,

@@ -23,6 +23,24 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
+#: what matplotlib's Agg canvas writes (FigureCanvasAgg.get_supported_filetypes(), matplotlib 3.7+)
+FORMATS = ("avif", "eps", "gif", "jpeg", "jpg", "pdf", "pgf", "png", "ps", "raw", "rgba", "svg", "svgz",
+           "tif", "tiff", "webp")
+
+
+def check_plot_path(path: str | os.PathLike[str], flag: str = "--plot") -> None:
+    """ConfigError unless `path` names a figure file matplotlib can write, checked before any work:
+    a directory (`--plot .` wrote a hidden `./.png`), no extension, or one it cannot write."""
+    target = Path(path)
+    name = target.name or str(path)
+    if target.is_dir() or not target.suffix or name.startswith(".") and name.count(".") == 1:
+        raise ConfigError(f"{flag} {path}: give a file name with an extension, such as "
+                          f"{'trend' if name in ('', '.', '..') or target.is_dir() else name}.png")
+    if target.suffix.lower().lstrip(".") not in FORMATS:
+        raise ConfigError(f"{flag} {path}: matplotlib cannot write {target.suffix!r} figures; use one of "
+                          f".png, .svg, .pdf (all: {', '.join(FORMATS)})")
+
+
 def save_plot(
     path: str | os.PathLike[str],
     points: Sequence[Point],
@@ -37,9 +55,7 @@ def save_plot(
     points = list(points)
     if not points:
         raise ConfigError("nothing to plot: no points")
-    if Path(path).is_dir() or not Path(path).suffix:
-        # matplotlib would quietly write PATH.png instead, and the report would name a file that is not there
-        raise ConfigError(f"cannot write plot {path}: give a file name with an extension, such as {Path(path).name or 'plot'}.png")
+    check_plot_path(path)  # matplotlib would quietly write PATH.png instead of a path without an extension
     Figure, FigureCanvasAgg = _matplotlib()  # the Agg canvas directly: no pyplot, no global backend
     fig = Figure(figsize=(14, 6), layout="constrained")
     FigureCanvasAgg(fig)

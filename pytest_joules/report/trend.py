@@ -11,6 +11,9 @@ from ..errors import ConfigError, DataError
 
 def save_trend(path: str | os.PathLike[str], series: Sequence[Any]) -> None:
     """One line per series over the run ids (`history.Series`)."""
+    from .plot import check_plot_path
+
+    check_plot_path(path)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -32,5 +35,7 @@ def save_trend(path: str | os.PathLike[str], series: Sequence[Any]) -> None:
     ax.legend(fontsize="small")
     try:
         fig.savefig(path, dpi=110)
+    except ValueError as exc:  # a format matplotlib cannot write after all
+        raise ConfigError(f"--plot {path}: {exc}") from None
     except OSError as exc:
         raise DataError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None

@@ -100,6 +100,12 @@ class _Stream:
         self.host = HostState(self.rng, noise)
 
 
+#: beyond these the simulation is no device (noise 1 is realistic; a 1000x slower step takes
+#: minutes) and its hiccup draws and counter waits grow without bound: a run never ended
+MAX_NOISE = 10.0
+MAX_SLOWDOWN = 1000.0
+
+
 class SimDevice:
     """A simulated GPU running one architecture. `run(workload)` advances `clock_s` and
     `energy_j` like real time and the GPU's energy would; `energy_mj` is the counter a meter reads,
@@ -107,8 +113,11 @@ class SimDevice:
 
     def __init__(self, arch: Architecture, gpu: GPU, *, dtype_bytes: int = 2, slowdown: float = 1.0, seed: int = 0,
                  runtime: str = DEFAULT_RUNTIME, noise: float = 1.0):
-        if not noise >= 0:
-            raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic), got {noise!r}")
+        if not 0 <= noise <= MAX_NOISE:
+            raise ConfigError(f"sim noise must be a number from 0 to {MAX_NOISE:g} (0 = exact, 1 = realistic), got {noise!r}")
+        if not 0 < slowdown <= MAX_SLOWDOWN:
+            raise ConfigError(f"sim slowdown must be a number above 0 and at most {MAX_SLOWDOWN:g} (1.0 = normal, "
+                              f"1.1 = 10% slower), got {slowdown!r}")
         self.arch = arch
         self.gpu = gpu
         self.dtype_bytes = dtype_bytes

@@ -197,11 +197,29 @@ def _depth_exceeds(data: Any, limit: int) -> bool:
     return False
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict; a key given twice is an error (JSON would keep the last one
+    without a word: a hand-merged baseline file that lists a test twice)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return out
+
+
 def load_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, turning every way it can be bad into a DataError naming the file."""
+    """Read a JSON file, turning every way it can be bad into a DataError naming the file. A
+    UTF-8 byte order mark (Windows editors write one) is read past; a key given twice in one
+    object is refused."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -209,9 +227,12 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except _DuplicateKey as exc:
+        raise DataError(f"{path}: the key {exc.key!r} appears twice in one object, and JSON would keep only the "
+                        "last one without a word; remove the one you do not mean") from None
     except ValueError as exc:  # an integer of more than 4300 digits
         raise DataError(f"{path}: a number in it cannot be read: {exc}") from None
     except RecursionError:
