@@ -94,6 +94,9 @@ def measure(
         prepare(workload)
     for _ in range(warmup):
         engine.run(workload).verify(workload, engine.kind)
+    condition = getattr(meter, "precondition", None)  # optional: the nvml meter's precondition_s
+    if condition is not None:
+        condition(lambda: engine.run(workload).verify(workload, engine.kind))
     window = meter.min_window_s if min_window_s is None else min_window_s
     results: list[Round] = []
     spent = 0.0

@@ -100,6 +100,9 @@ class JoulesSession:
             session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)
             return
         rec = self.recording
+        from ..measure.state import annotate
+
+        annotate(rec.records)  # each measurement's device state, against the session's usual one
         if rec.model_check() and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         rec.write_json()

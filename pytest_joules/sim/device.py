@@ -25,6 +25,7 @@ from ..engines.workload import Workload
 from .architectures import Architecture
 from .gpus import GPU
 from .noise import HostState, draw_run, hiccups, session_power
+from .thermal import BOOST_CLOCK_MHZ, Thermal
 from .physics import StepModel
 from .runtime import DEFAULT_RUNTIME, get_runtime
 
@@ -132,6 +133,7 @@ class SimDevice:
         self.clock_s = 0.0
         self.energy_j = 0.0
         self.busy_s = 0.0  # seconds the GPU ran kernels (NVML's utilisation counts these)
+        self.thermal = Thermal(gpu.board_watts, gpu.idle_watts)  # reported in each window's state only
         self.runs = 0
         self.power_factor = session_power(self.seed, self.noise)
         self.counter_phase_s = float(np.random.default_rng([self.seed, 7919]).uniform(0, COUNTER_PERIOD_S))
@@ -184,6 +186,7 @@ class SimDevice:
         t0, e0 = self.clock_s, self.energy_j
         self.clock_s += seconds
         self.energy_j += joules
+        self.thermal.advance(seconds, joules)
         self.busy_s += busy
         if idle and self._idle_tail and self._segments:  # one segment per stretch of idle polling
             t0, e0 = self._segments.pop()[::2]
@@ -192,6 +195,11 @@ class SimDevice:
         # the counter looks back at most one period: keep a few
         while len(self._segments) > 2 and self._segments[1][1] < self.clock_s - 2 * COUNTER_PERIOD_S:
             self._segments.pop(0)
+
+    def state(self) -> dict[str, Any]:
+        """What a window records of the device besides its energy (SIMULATED; sim/thermal.py)."""
+        return {"temperature_c": round(self.thermal.temperature_c, 1), "sm_clock_mhz": BOOST_CLOCK_MHZ.get(self.gpu.name),
+                "throttle_reasons": [], "throttled": [], "power_limit_w": self.gpu.board_watts, "simulated": True}
 
     def fingerprint(self) -> dict[str, Any]:
         return {
