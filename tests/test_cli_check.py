@@ -134,7 +134,7 @@ def fake_runner(verdicts: list[tuple[str, str | None, float | None]], returncode
         session = "record" if "--joules-update-baselines" in cmd else "rerun"
         if session == hang:
             raise subprocess.TimeoutExpired(cmd, timeout, output=b"partial")
-        out = Path(cmd[cmd.index("--joules-json") + 1])
+        out = Path(next(a for a in cmd if a.startswith("--joules-json=")).split("=", 1)[1])
         out.write_text(json.dumps({"results": [_plugin_result(*v) for v in verdicts]}))
         cases = "".join(f'<testcase name="{v[0]}" time="12.5"/>' for v in verdicts)
         (Path(cwd) / cmd[cmd.index("--junitxml") + 1]).write_text(f"<testsuites><testsuite>{cases}</testsuite></testsuites>")
