@@ -160,9 +160,21 @@ def test_joules_json_holds_every_measurement_in_the_results_schema(proj):
     assert len(back.rows) == 6 and back.simulated
 
 
-def test_an_unwritable_json_path_fails_the_session_with_the_reason(proj):
+def test_an_unwritable_json_path_is_refused_before_measuring_with_the_reason(proj):
     (proj.path / "taken").write_text("a file, not a directory")
     result = proj.runpytest("--joules", "--joules-json", "taken/energy.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "passed" not in result.stdout.str()
+    result.stderr.fnmatch_lines(["ERROR: --joules-json *taken/energy.json: cannot write there: *taken is a file, not a directory"])
+
+
+def test_a_results_file_that_cannot_be_written_at_the_end_fails_the_session_with_the_reason(proj, monkeypatch):
+    import pytest_joules.store.results as results
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results, "atomic_write_json", full)
+    result = proj.runpytest("--joules", "--joules-json", "energy.json")
     result.assert_outcomes(passed=6)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*--joules-json *taken/energy.json: cannot write*"])
+    result.stdout.fnmatch_lines(["*--joules-json *energy.json: cannot write: *No space left on device*"])

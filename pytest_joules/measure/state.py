@@ -47,8 +47,9 @@ def _device(record: Any) -> str:
     return f"{record.meter}:{device.get('gpu') or device.get('name') or '?'}"
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _numbers(states: Iterable[Mapping[str, Any]], key: str) -> list[float]:
+    """The states' `key` values that are numbers."""
+    return [float(v) for v in (s.get(key) for s in states) if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def annotate(records: Iterable[Any]) -> None:
@@ -56,14 +57,13 @@ def annotate(records: Iterable[Any]) -> None:
     records = list(records)
     usual: dict[str, list[float]] = {}
     for record in records:
-        temps = [_number(s.get("temperature_c")) for s in window_states(record)]
-        usual.setdefault(_device(record), []).extend(t for t in temps if t is not None)
+        usual.setdefault(_device(record), []).extend(_numbers(window_states(record), "temperature_c"))
     for record in records:
         states = window_states(record)
         if not states:
             continue
-        temps = [t for t in (_number(s.get("temperature_c")) for s in states) if t is not None]
-        clocks = [c for c in (_number(s.get("sm_clock_mhz")) for s in states) if c is not None]
+        temps = _numbers(states, "temperature_c")
+        clocks = _numbers(states, "sm_clock_mhz")
         throttled = [s for s in states if s.get("throttled")]
         summary: dict[str, Any] = {
             "temperature_c": statistics.median(temps) if temps else None,

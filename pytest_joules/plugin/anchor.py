@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from ..paths import BASELINES_DIR
+from ..paths import BASELINES_DIR, nearest_dir, repository_top
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,20 @@ def find(config: pytest.Config, flags: set[str]) -> Anchor:
     if inipath is not None:
         root = inipath.parent
         return Anchor(root, root / BASELINES_DIR, tuple(taken))
-    from .options import default_baselines
-
     store = default_baselines(rootdir, has_ini=False)
     return Anchor(store.parent, store, tuple(taken))
+
+
+def default_baselines(rootdir: Path, has_ini: bool) -> Path:
+    """The store when no --joules-baselines (or ini key) says where.
+
+    With an ini file pytest's rootdir is that file's directory, the same from wherever pytest
+    runs: `<rootdir>/baselines`. Without one, rootdir is the common ancestor of the arguments and
+    the invocation directory, so `pytest` from a subdirectory gets another rootdir; then the nearest
+    existing `baselines/` from rootdir up to the repository root is taken, and with none there a
+    new store goes to the repository root (rootdir outside a repository).
+    """
+    top = None if has_ini else repository_top(rootdir)
+    if top is None:
+        return rootdir / BASELINES_DIR
+    return nearest_dir(rootdir, BASELINES_DIR) or top / BASELINES_DIR

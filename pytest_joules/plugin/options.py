@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 import pytest
 
 from .. import values
-from ..paths import BASELINES_DIR, RUNS_DIR, nearest_dir, repository_top
+from ..paths import RUNS_DIR
+from .anchor import default_baselines  # noqa: F401  (where it lived; its callers import it from here)
 
 #: (flag, kind, help); kind is "flag" (store_true), "value" or "path". The ini key is the flag
 #: without its dashes, with underscores ("joules_engine").
@@ -390,21 +391,6 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         check_baselines(values["baselines"], _given_as(config, "--joules-baselines")
                         if _raw(config, "--joules-baselines")[0] is not None else "the default baselines directory")
     return JoulesOptions(**values)
-
-
-def default_baselines(rootdir: Path, has_ini: bool) -> Path:
-    """The store when no --joules-baselines (or ini key) says where.
-
-    With an ini file pytest's rootdir is that file's directory, the same from wherever pytest
-    runs: `<rootdir>/baselines`. Without one, rootdir is the common ancestor of the arguments and
-    the invocation directory, so `pytest` from a subdirectory gets another rootdir; then the nearest
-    existing `baselines/` from rootdir up to the repository root is taken, and with none there a
-    new store goes to the repository root (rootdir outside a repository).
-    """
-    top = None if has_ini else repository_top(rootdir)
-    if top is None:
-        return rootdir / BASELINES_DIR
-    return nearest_dir(rootdir, BASELINES_DIR) or top / BASELINES_DIR
 
 
 def check_baselines(path: Path, given_as: str) -> None:

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .judging import Judging
-    from .recording import Recording
+from typing import Any
 
 #: the attribute of a teardown report that carries a worker's records to the controller
 REPORT_ATTR = "joules_payload"
@@ -39,8 +35,9 @@ class Stage:
 
 @dataclass
 class Outcomes:
-    judging: Judging
-    recording: Recording
+    #: the session's `Judging` and `Recording` (not imported: they import this module's Stage)
+    judging: Any
+    recording: Any
     worker: bool = False
     #: node id -> whether a phase of its current attempt failed
     _failed: dict[str, bool] = field(default_factory=dict)

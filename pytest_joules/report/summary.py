@@ -252,7 +252,7 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
                     + (f" (stopped: {r.rounds_stopped})" if r.rounds_stopped else ""))
     lines += _lines("device state: readings a GPU may not repeat (taken throttled, or far from the usual temperature)",
                     (r for r in records if r.device_state and r.device_state.get("flags")), "yellow",
-                    lambda r: f"{r.key}: {'; '.join(r.device_state['flags'])}")  # type: ignore[index]
+                    lambda r: f"{r.key}: {'; '.join((r.device_state or {}).get('flags', []))}")
     host_bound = [r for r in records if r.host_bound]
     if host_bound:
         from ..measure.measurement import HOST_BOUND_FIX
