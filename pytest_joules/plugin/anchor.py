@@ -92,7 +92,7 @@ def find(config: pytest.Config, flags: set[str]) -> Anchor:
         raise pytest.UsageError(
             f"pytest took the value of {shown} for a test path when it chose its rootdir, so it {read} "
             f"instead of {inipath or 'none'} (and baseline keys would move with it); write {fix} (with '=')")
-    if inipath is not None:
+    if inipath is not None and inipath.is_file():  # `-c /dev/null` asks for no configuration: no anchor
         root = inipath.parent
         return Anchor(root, root / BASELINES_DIR, tuple(taken))
     store = default_baselines(rootdir, has_ini=False)

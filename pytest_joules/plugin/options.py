@@ -25,7 +25,7 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-model", "value", "model for the engine: an architecture name (sim, hf) or a checkpoint/engine dir"),
     ("--joules-meter", "value", "energy meter: sim, nvml, rapl, none (default: the engine's own choice)"),
     ("--joules-gpu", "value", "GPU of the simulated device, e.g. H100-SXM, H200, A100 (sim only)"),
-    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ under the rootdir; "
+    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ beside the ini file; "
      "without an ini file, the nearest existing baselines/ up to the repository root)"),
     ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
     ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
