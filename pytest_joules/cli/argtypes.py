@@ -60,6 +60,18 @@ seconds = number(float, True, "a non-negative number of seconds")
 tokens = number(int, False, "a positive whole number of tokens", at_most=MAX_TOKENS)
 
 
+#: calibrate's candidate lengths per axis: its design weighs every pair of candidates, so memory
+#: and time grow with the 4th power of this (300 levels asked for 60 GiB)
+MAX_LEVELS = 32
+levels_arg = number(int, False, "a number of levels", at_least=2, at_most=MAX_LEVELS,
+                    why="the design compares every pair of the levels² candidates")
+#: a 95% interval needs at least 40 bootstrap replicates (its 2.5% and 97.5% quantiles): fewer
+#: printed a band of ±0.0%
+MIN_REPLICATES = 40
+bootstrap_arg = number(int, False, "a number of bootstrap replicates", at_least=MIN_REPLICATES, at_most=100_000,
+                       why="a 95% interval needs at least 40 replicates; each refits the model")
+
+
 def token_list(text: str) -> list[int]:
     """'128,512' -> [128, 512] (like `joules sweep --n-in`); each part checked as `tokens`."""
     return [int(tokens(part.strip())) for part in text.split(",")]

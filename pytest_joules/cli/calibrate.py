@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .argtypes import (check_writable, non_negative_int, number, positive_float, positive_int, requests, rounds,
-                       seconds, tolerance_arg, warmup)
+from .argtypes import (bootstrap_arg, check_writable, levels_arg, non_negative_int, positive_float, positive_int,
+                       requests, rounds, seconds, tolerance_arg, warmup)
 
 #: the paper's grid
 DEFAULT_RANGE = (64, 4096)
@@ -45,16 +45,6 @@ def rounds_arg(text: str) -> int | None:
         return None
     return int(rounds(text))
 
-
-#: candidate lengths per axis: the design weighs every pair of candidates, so its memory and time
-#: grow with the 4th power of this (300 levels asked for 60 GiB)
-MAX_LEVELS = 32
-levels_arg = number(int, False, "a number of levels", at_least=2, at_most=MAX_LEVELS,
-                    why="the design compares every pair of the levels² candidates")
-#: a 95% interval needs at least 40 replicates (its 2.5% and 97.5% quantiles): fewer printed ±0.0%
-MIN_REPLICATES = 40
-bootstrap_arg = number(int, False, "a number of bootstrap replicates", at_least=MIN_REPLICATES, at_most=100_000,
-                       why="a 95% interval needs at least 40 replicates; each refits the model")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

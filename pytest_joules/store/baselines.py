@@ -31,35 +31,26 @@ device directory keeps them and the backups out of `git add`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
 import os
-import re
 import shutil
 import stat
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TypeGuard
+from typing import Any, Mapping, TypeGuard
 
 from ..errors import DataError
+from .directories import (LOCK_NAME, LOCK_TIMEOUT_S, check_directory, ensure_gitignore, fix_for,  # noqa: F401
+                          locked, remove_stale_temps)
 from .fingerprint import device_slug, differences, engine_stem
-from .results import atomic_write_json, finite_number, load_json, temp_prefix, write_target
+from .results import atomic_write_json, finite_number, load_json, write_target
 from ..engines.workload import Workload
 
 SCHEMA = "pytest-joules/baselines/1"
 FIX = "restore it from version control or delete it, then record again with --joules-update-baselines"
-
-#: written into each device directory the store creates (never over one that exists)
-GITIGNORE = (
-    "# pytest-joules: temporary files of interrupted writes, and baseline files a fingerprint\n"
-    "# change replaced (kept for you to compare; not baselines)\n"
-    ".*.tmp\n"
-    "*.bak\n"
-    ".joules.lock\n"
-)
 
 #: staged entries are written at the end of the session, and meanwhile at most this often (so a
 #: crash hours into a GPU session loses minutes of recording, not all of it) ...
@@ -199,96 +190,6 @@ def parse_file(path: Path, data: Any) -> tuple[dict[str, Any], dict[str, Entry]]
     return fp, {key: _entry(path, key, item) for key, item in entries.items()}
 
 
-#: the lock file of a store directory (and of `.joules/`), held across read-merge-write
-LOCK_NAME = ".joules.lock"
-#: how long a writer waits for another process's lock before saying which file holds it
-LOCK_TIMEOUT_S = 120.0
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on the directory, held across read-merge-write, through `filelock` (an OS
-    lock on `.joules.lock`: released by the OS if the process dies, so a stale file never blocks)."""
-    from filelock import FileLock, Timeout
-
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(directory / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise DataError(f"{directory / LOCK_NAME}: another pytest-joules process has held this store's lock for "
-                        f"{LOCK_TIMEOUT_S:.0f} s; let it finish (or stop it) and run again") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _remove_stale_temps(target: Path) -> list[Path]:
-    """Delete what killed writes of `target` left (atomic_write_json's names); call under the lock,
-    where no live write of this file can be under way."""
-    pattern = re.compile(re.escape(temp_prefix(target)) + r"[A-Za-z0-9_]{8}\.tmp")
-    removed = []
-    for entry in os.scandir(target.parent):
-        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-    return removed
-
-
-def _ensure_gitignore(directory: Path) -> None:
-    ignore = directory / ".gitignore"
-    if not os.path.lexists(ignore):
-        tmp = directory / ".gitignore.joules-tmp"  # under the lock: no other writer of this name
-        try:
-            tmp.write_text(GITIGNORE, encoding="utf-8")
-            os.replace(tmp, ignore)
-        except BaseException:  # a full disk: leave no empty file behind
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-
-def _fix_for(exc: OSError, path: Path) -> str:
-    """What to do about a write that failed: a full disk is not a permission problem."""
-    import errno
-
-    elsewhere = "or point --joules-baselines at another disk"
-    if exc.errno == errno.ENOSPC:
-        return f"the disk holding {path.parent} is full: free space on it, {elsewhere}"
-    if exc.errno == getattr(errno, "EDQUOT", -1):
-        return f"your disk quota for {path.parent} is used up: free some of it, {elsewhere}"
-    if exc.errno == errno.EROFS:
-        return f"{path.parent} is on a read-only file system: point --joules-baselines at a writable directory"
-    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        return f"a part of {path.parent} is a file, not a directory: point --joules-baselines at a writable directory"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"make {path.parent} writable or point --joules-baselines at a writable directory"
-    return f"check {path.parent}, or point --joules-baselines at another directory"
-
-
-def check_directory(directory: Path) -> None:
-    """DataError when a device directory exists but is no directory: read as absent, it would make
-    every test "new" and pass. Git checks a symlink out as a small file holding its target where
-    symlinks are off (Git on Windows by default)."""
-    if not os.path.lexists(directory) or directory.is_dir():
-        return
-    if os.path.islink(directory):
-        raise DataError(f"{directory}: a symlink to {os.readlink(directory)}, which does not exist; restore its "
-                        "target or replace the link with the device's baseline directory")
-    hint = ""
-    try:
-        text = directory.read_text(encoding="utf-8", errors="replace")[:200].strip()
-    except OSError:
-        text = ""
-    if text and "\n" not in text and len(text) < 200:
-        hint = (f" (it holds {text!r}: a symlink that git checked out as a file, as Git on Windows does without "
-                "core.symlinks; enable symlinks and check it out again, or replace it with the directory)")
-    raise DataError(f"{directory}: is a file, not a directory of baselines{hint}; "
-                    "the tests of this device cannot be compared with their baselines")
-
-
 class BaselineStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -393,22 +294,10 @@ class BaselineStore:
         return os.path.lexists(path) or legacy_source(self.root, fp, self.path_for) is not None
 
     def inventory(self) -> list[tuple[Path, dict[str, Any], int]]:
-        """Every readable baseline file of the store: (path, fingerprint, number of entries).
-        Files that cannot be read are left out: a lookup names them."""
-        from .migrate import is_baseline_name
+        """Every readable baseline file of the store: (path, fingerprint, number of entries)."""
+        from .migrate import inventory
 
-        found = []
-        for path in sorted(self.root.glob("*/*.json")):
-            if not is_baseline_name(path.name) or not path.is_file():
-                continue
-            try:
-                data = load_json(path)
-            except DataError:
-                continue
-            if isinstance(data, dict) and data.get("schema") == SCHEMA and isinstance(data.get("fingerprint"), dict) \
-                    and isinstance(data.get("entries"), dict):
-                found.append((path, data["fingerprint"], len(data["entries"])))
-        return found
+        return inventory(self.root)
 
     # -- recording ----------------------------------------------------------------------------
     def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None) -> Path:
@@ -428,17 +317,6 @@ class BaselineStore:
             "spread": None if spread is None else _short(spread) if spread else 0.0,
         }
         return path
-
-    def unstage(self, fp: Mapping[str, Any], key: str) -> bool:
-        """Drop a staged entry before it is written (its test failed); False when none was staged."""
-        path = self.path_for(fp)
-        staged = self._pending.get(path)
-        if staged is None or key not in staged[1]:
-            return False
-        del staged[1][key]
-        if not staged[1]:
-            del self._pending[path]
-        return True
 
     def _check_writable(self, path: Path) -> None:
         """Fail the first test recorded into an unwritable place, not the session's end."""
@@ -461,7 +339,7 @@ class BaselineStore:
 
     @staticmethod
     def _unwritable(path: Path, exc: OSError) -> DataError:
-        return DataError(f"cannot write baseline file {path}: {exc.strerror or exc}; {_fix_for(exc, path)}")
+        return DataError(f"cannot write baseline file {path}: {exc.strerror or exc}; {fix_for(exc, path)}")
 
     @property
     def pending(self) -> int:
@@ -503,7 +381,7 @@ class BaselineStore:
             return
         from .migrate import migrate_directory
 
-        with _locked(directory):
+        with locked(directory):
             moved = migrate_directory(directory, self.path_for)
         self._migrated_dirs.add(directory)
         self.migrated += moved
@@ -519,9 +397,9 @@ class BaselineStore:
         """
         self._migrate(path.parent)
         target = write_target(path)
-        with _locked(target.parent):
-            _remove_stale_temps(target)
-            _ensure_gitignore(path.parent)  # the store's own directory, not a link's target's
+        with locked(target.parent):
+            remove_stale_temps(target)
+            ensure_gitignore(path.parent)  # the store's own directory, not a link's target's
             existed = os.path.exists(target)
             data = self._load(target) if existed else None
             parsed = parse_file(path, data) if existed else None  # raises on a corrupted file: never overwrite it

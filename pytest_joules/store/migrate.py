@@ -169,3 +169,20 @@ def _move_model(old: Path, new: Path, fp: dict[str, Any]) -> None:
             os.unlink(old)
     else:
         os.rename(old, new)
+
+
+def inventory(root: Path) -> list[tuple[Path, dict[str, Any], int]]:
+    """Every readable baseline file of the store: (path, fingerprint, number of entries).
+    Files that cannot be read are left out: a lookup names them."""
+    found = []
+    for path in sorted(root.glob("*/*.json")):
+        if not is_baseline_name(path.name) or not path.is_file():
+            continue
+        try:
+            data = load_json(path)
+        except DataError:
+            continue
+        if isinstance(data, dict) and data.get("schema") == BASELINE_SCHEMA and isinstance(data.get("fingerprint"), dict) \
+                and isinstance(data.get("entries"), dict):
+            found.append((path, data["fingerprint"], len(data["entries"])))
+    return found
