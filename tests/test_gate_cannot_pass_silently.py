@@ -63,7 +63,10 @@ def test_both_spellings_of_a_store_outside_the_repository_give_the_same_keys(pyt
     keys = set(json.loads(next(store.rglob("*.json")).read_text())["entries"])
     assert keys == {"tests/test_energy.py::test_chat", "tests/test_energy.py::test_grid[n_in=256-n_out=32]",
                     "tests/test_energy.py::test_grid[n_in=512-n_out=32]"}
-    p.runpytest(*NO_INI, "--joules-baselines", str(store), *SLOW, "tests").assert_outcomes(failed=3)
+    result = p.runpytest(*NO_INI, "--joules-baselines", str(store), *SLOW, "tests")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines([f"joules: pytest took --joules-baselines {store} for a test path when it chose its "
+                                 f"rootdir (write --option=value); baseline keys stay anchored at {p.path}"])
     p.runpytest(*NO_INI, f"--joules-baselines={store}", *SLOW, "tests").assert_outcomes(failed=3)
 
 

@@ -153,9 +153,11 @@ class JoulesOptions:
         """`.joules/` beside the baselines directory, so it follows the store's rule (an ini
         file's directory, else the nearest baselines/ up to the repository root)."""
         return self.baselines.parent / RUNS_DIR
-    #: baseline keys are test paths relative to this directory instead of node ids (relative to
-    #: the rootdir): set when there is no ini file, whose rootdir moves with the invocation directory
+    #: baseline keys are test paths relative to this directory (the ini file's, else the store's
+    #: repository anchor: plugin/anchor.py), never to pytest's rootdir, which an option value can move
     key_base: Path | None = None
+    #: said in the header when pytest took one of our option values for a test path (anchor.py)
+    anchor_note: str = ""
 
 
 def _fail(flag: str, value: Any, fix: str) -> pytest.UsageError:
@@ -384,6 +386,9 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         found = anchor.find(config, {flag for flag, kind, _ in FLAGS if kind != "flag"})
         values.setdefault("baselines", found.store)
         values["key_base"] = found.root
+        if found.taken:  # it moved only pytest's rootdir: said in the header, keys unmoved
+            values["anchor_note"] = (f"pytest took {', '.join(found.taken)} for a test path when it chose its rootdir "
+                                     f"(write --option=value); baseline keys stay anchored at {found.root}")
     if values.get("enabled"):
         from . import outputs
 

@@ -74,7 +74,7 @@ class JoulesSession:
         new = "" if self.judging.store_existed else " (does not exist yet)"
         dry = f", {DRY_RUN} (meter none)" if o.meter == "none" else ""
         return (f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}{noisy}, {rounds}, {seed}, "
-                f"baselines {o.baselines}{new}{update}{dry}")
+                f"baselines {o.baselines}{new}{update}{dry}") + (f"\njoules: {o.anchor_note}" if o.anchor_note else "")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: sees the outcome after xfail and the like
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
