@@ -34,7 +34,7 @@ from pytest_joules.models.analytical import best_model, load_models
 from pytest_joules.models.mix import Lengths, MixModel
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b.model.json"
+MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b-bf16-graphs.model.json"
 MIXES = {"chat": "chat.jsonl", "RAG": "rag.csv", "code": "code.csv"}
 LOADS = [("at once", 16, None), ("users=16", 128, M.Arrival(concurrency=16)),
          ("users=16 x1024", 1024, M.Arrival(concurrency=16)),

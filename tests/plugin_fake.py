@@ -88,7 +88,14 @@ class FakeMeter:
 
     def end(self):
         t0, e0 = self._start
-        return MeterReading({"fake0": self.engine.energy_j - e0}, self.engine.clock_s - t0)
+        # the device's state (measure/state.py): FAKE_TEMPERATURE for every window; a test whose
+        # name holds FAKE_THROTTLED (when set) runs throttled
+        state = {"temperature_c": float(os.environ.get("FAKE_TEMPERATURE", "60")), "sm_clock_mhz": 1980,
+                 "throttle_reasons": [], "throttled": [], "power_limit_w": 700.0}
+        hot = os.environ.get("FAKE_THROTTLED")
+        if hot and hot in os.environ.get("PYTEST_CURRENT_TEST", ""):
+            state.update(throttle_reasons=["hw_thermal_slowdown"], throttled=["hw_thermal_slowdown"], sm_clock_mhz=1200)
+        return MeterReading({"fake0": self.engine.energy_j - e0}, self.engine.clock_s - t0, info={"state": state})
 
     def device_info(self):
         return {"gpu": "FakeGPU 80GB", "power_limit_w": float(os.environ.get("FAKE_POWER_LIMIT", "700")),
@@ -135,7 +142,7 @@ preload()
 
 
 #: where the fake's baselines go (device fakegpu-80gb, simulated; engine fake, model fake-1)
-BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
+BASELINE = "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.json"
 
 #: a plain test and a two-point grid: the suite most plugin tests run
 TWO_TESTS = """
@@ -166,7 +173,9 @@ def project(pytester, monkeypatch, **ini: str):
     monkeypatch.setenv("PYTHONPATH", root)  # subprocess runs import tests.plugin_fake too
     monkeypatch.syspath_prepend(root)
     # what the fake and the plugin read from the environment: a test sets them itself
-    for name in ("FAKE_POWER_LIMIT", "FAKE_JITTER", "GITHUB_STEP_SUMMARY"):
+    # CI: a test without a baseline fails under CI (the plugin's default there); these tests say
+    # which they mean by setting it themselves
+    for name in ("FAKE_POWER_LIMIT", "FAKE_JITTER", "GITHUB_STEP_SUMMARY", "CI", "FAKE_TEMPERATURE", "FAKE_THROTTLED"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(CONFTEST)
     # other plugins installed here cost time in every inner run and are not under test

@@ -291,13 +291,13 @@ def test_a_store_that_breaks_before_the_session_ends_fails_the_session_and_is_ke
         @pytest.mark.energy(n_in=128, n_out=64)
         def test_chat(joules, request):
             joules()
-            path = request.config.rootpath / "baselines/fakegpu-80gb-simulated/fake-fake-1.json"
+            path = request.config.rootpath / "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.json"
             path.write_text("{ broken by someone else")
         """)
     result = proj.runpytest("--joules", "--joules-update-baselines")
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*baseline store: *fake-fake-1.json: not valid JSON*the baselines of this run were not saved*"])
+    result.stdout.fnmatch_lines(["*baseline store: *fake-fake-1-fp16.json: not valid JSON*1 baseline(s) of this run were not saved*"])
     assert (proj.path / BASELINE).read_text() == "{ broken by someone else"
 
 

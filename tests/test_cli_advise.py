@@ -15,7 +15,7 @@ from pytest_joules.models.analytical import best_model, load_models
 from pytest_joules.models.mix import Lengths, MixModel, advise, default_levels, percentile, predict
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b.model.json"
+MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b-bf16-graphs.model.json"
 BATCH4 = ROOT / "examples/mixes/sim-llama-3-1-8b-batch4.model.json"
 CHAT = ROOT / "examples/mixes/chat.jsonl"
 

@@ -145,7 +145,7 @@ def test_an_unwritable_save_path_fails_before_measuring(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--n-in-range", "512:64"], "expected LOW:HIGH with 0 < LOW <= HIGH"),
     (["--points", "8", "--budget-minutes", "5"], "not allowed with argument"),
-    (["--rounds", "many"], "expected a positive integer"),
+    (["--rounds", "many"], "expected a positive number of rounds"),
 ])
 def test_bad_arguments_are_usage_errors(capsys, tmp_path, argv, message):
     with pytest.raises(SystemExit) as exc:

@@ -294,7 +294,7 @@ def test_fit_is_consistent_with_the_library(capsys, csv_file):
 
 
 # -- sweetspot on a file of several models (issue 13, fix 1) and the --fit name (fix 11) -----------
-COMMITTED_MODEL = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b.model.json"
+COMMITTED_MODEL = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b-bf16-graphs.model.json"
 
 
 def _three_models(path: Path, loo: dict[str, float]) -> Path:

@@ -178,7 +178,7 @@ def test_joules_json_to_a_pipe_streams_into_it(proj, tmp_path):
     got = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
     reader.start()
-    proj.runpytest("--joules", "--joules-json", str(fifo)).assert_outcomes(passed=1)
+    proj.runpytest("--joules", f"--joules-json={fifo}").assert_outcomes(passed=1)
     reader.join(10)
     assert got and json.loads(got[0])["results"][0]["n_in"] == 16 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
 

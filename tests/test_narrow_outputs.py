@@ -49,7 +49,7 @@ def outputs(project) -> dict[str, str]:
     out["compare"] = joules(project, "compare", "last~1", "last")
     out["list"] = joules(project, "list")
     out["history"] = joules(project, "history", "test_summarize_email_thread")
-    out["sweetspot"] = joules(project, "sweetspot", "baselines/h100-sxm-simulated/sim-llama-3-1-8b.model.json",
+    out["sweetspot"] = joules(project, "sweetspot", "baselines/h100-sxm-simulated/sim-llama-3-1-8b-bf16-graphs.model.json",
                               "--n-in", "128,512,2048", "--fit", "all")
     out["sweep"] = joules(project, "sweep", "--model", "Llama-3.1-8B", "--requests", "16", "--n-in", "128,512,2048",
                           "--n-out", "64,256,1024", "--seed", "1")

@@ -127,12 +127,12 @@ def test_save_plot_errors(tmp_path):
     pytest.importorskip("matplotlib")
     with pytest.raises(ConfigError, match="nothing to plot"):
         save_plot(tmp_path / "x.png", [])
-    with pytest.raises(ConfigError, match=r"cannot write plot .*x\.nope: Format 'nope' is not supported"):
+    with pytest.raises(ConfigError, match=r"--plot .*x\.nope: matplotlib cannot write '\.nope' figures"):
         save_plot(tmp_path / "x.nope", points())
     with pytest.raises(ConfigError, match="cannot write plot .*missing/x.png"):
         save_plot(tmp_path / "missing" / "x.png", points())
     for where in (tmp_path, tmp_path / "fit"):  # a directory, or no extension: matplotlib would write *.png elsewhere
-        with pytest.raises(ConfigError, match="cannot write plot .*give a file name with an extension"):
+        with pytest.raises(ConfigError, match="--plot .*give a file name with an extension"):
             save_plot(where, points())
     assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / f"{tmp_path.name}.png").exists()
 
@@ -153,7 +153,7 @@ def test_fit_plot_option(tmp_path, capsys):
     assert json.loads(out)["models"]  # stdout stays one JSON object with --plot
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["fit", str(data), "--plot", str(tmp_path / "x.nope")]) == 2
-    assert "cannot write plot" in capsys.readouterr().err
+    assert "matplotlib cannot write '.nope' figures" in capsys.readouterr().err
 
 
 def test_scattered_lengths_are_binned_to_powers_of_two(tmp_path):
@@ -224,6 +224,6 @@ def test_fit_titles_the_figure_with_model_and_gpu(tmp_path, monkeypatch, capsys)
 
     seen = {}
     monkeypatch.setattr(plot, "save_plot", lambda path, pts, models, title: seen.setdefault("title", title))
-    sweep = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b.sweep.json"
+    sweep = Path(__file__).parent.parent / "baselines" / "h100-sxm-simulated" / "sim-llama-3-1-8b-bf16-graphs.sweep.json"
     assert main(["fit", str(sweep), "--plot", str(tmp_path / "f.png")]) == 0
     assert seen["title"] == "SIMULATED Energy per output token: Llama-3.1-8B on H100-SXM"

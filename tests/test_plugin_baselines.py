@@ -108,7 +108,7 @@ def test_an_unwritable_baselines_directory_fails_naming_it_without_a_traceback(p
     (proj.path / "blocked").write_text("a file where a directory above the baselines should be\n")
     result = proj.runpytest("--joules", "--joules-update-baselines", "--joules-baselines", "blocked/store")
     result.assert_outcomes(failed=3)
-    result.stdout.fnmatch_lines(["*baseline store: cannot write baseline file *blocked*fake-fake-1.json: *"
+    result.stdout.fnmatch_lines(["*baseline store: cannot write baseline file *blocked*fake-fake-1-fp16.json: *"
                                  "point --joules-baselines at a writable directory*"])
     out = result.stdout.str()
     assert "Traceback" not in out and "pathlib.py" not in out and "never called joules()" not in out
@@ -121,7 +121,7 @@ def test_a_baseline_from_another_device_is_refused_with_how_to_record_one(proj, 
     result = proj.runpytest("--joules")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(
-        ["*fake-fake-1.json was recorded on a different device or engine "
+        ["*fake-fake-1-fp16.json was recorded on a different device or engine "
          "(device.power_limit_w: 700.0 (baseline) vs 500.0 (now)); it is not used. To record baselines "
          "for this one, run with --joules-update-baselines (replaces the file's entries; the old file is kept "
          "as .bak) or point --joules-baselines at a separate directory*"]
@@ -140,7 +140,7 @@ def test_another_model_gets_its_own_file(proj):
     record(proj)
     proj.runpytest("--joules", "--joules-model", "fake-2").assert_outcomes(passed=3)  # new: no baseline
     proj.runpytest("--joules", "--joules-model", "fake-2", "--joules-update-baselines").assert_outcomes(passed=3)
-    assert (proj.path / "baselines/fakegpu-80gb-simulated/fake-fake-2.json").exists()
+    assert (proj.path / "baselines/fakegpu-80gb-simulated/fake-fake-2-fp16.json").exists()
 
 
 def test_a_changed_workload_is_new_not_compared(proj):

@@ -52,7 +52,7 @@ def test_the_summary_suggests_the_calibrate_command_and_following_it_gives_a_mod
     # the standard 64..4096, widened where the tests reach further (n_out 16)
     assert argv[argv.index("--n-in-range") + 1] == "64:4096" and argv[argv.index("--n-out-range") + 1] == "16:4096"
     save = argv[argv.index("--save") + 1]
-    assert save == "baselines/h100-sxm-simulated/sim-tiny-gqa.model.json"
+    assert save == "baselines/h100-sxm-simulated/sim-tiny-gqa-bf16-graphs.model.json"
 
     # following the suggestion writes the model where the plugin looks, in about the time it said
     assert main(argv[1:] + ["--seed", "0", "--json"]) == 0
@@ -61,7 +61,7 @@ def test_the_summary_suggests_the_calibrate_command_and_following_it_gives_a_mod
     assert 0.5 < int(head.group(1)) / took < 2.0
     result = proj.runpytest("--joules")
     out = result.stdout.str()
-    assert "model memflops (baselines/h100-sxm-simulated/sim-tiny-gqa.model.json): session MAPE" in out
+    assert "model memflops (baselines/h100-sxm-simulated/sim-tiny-gqa-bf16-graphs.model.json): session MAPE" in out
     assert "95% range" in out and "no fitted model" not in out
 
 

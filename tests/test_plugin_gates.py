@@ -10,7 +10,7 @@ from .plugin_fake import THETA, TWO_TESTS, project
 
 TESTS = TWO_TESTS
 
-MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1.model.json"
+MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.model.json"
 KEYS = ["test_energy.py::test_chat", "test_energy.py::test_grid[n_in=256-n_out=32]",
         "test_energy.py::test_grid[n_in=512-n_out=32]"]
 
@@ -83,15 +83,21 @@ def test_without_joules_nothing_is_exported(proj, monkeypatch):
     assert not summary.exists() and not (proj.path / "gab.json").exists()
 
 
-def test_an_unwritable_export_fails_the_session_and_names_the_flag(proj, monkeypatch):
+def test_an_unwritable_export_is_refused_before_measuring_naming_the_flag(proj):
     (proj.path / "taken").write_text("a file, not a directory")
+    result = proj.runpytest("--joules", "--joules-export-gab", "taken/gab.json", "--joules-export-bmf", "bmf.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and not (proj.path / "bmf.json").exists()
+    result.stderr.fnmatch_lines(["ERROR: --joules-export-gab *taken/gab.json: cannot write there: *taken is a file, "
+                                 "not a directory"])
+
+
+def test_an_unwritable_step_summary_fails_the_session_and_the_exports_are_still_written(proj, monkeypatch):
     summary = proj.path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(proj.path / "missing-dir" / "summary.md"))
-    result = proj.runpytest("--joules", "--joules-export-gab", "taken/gab.json", "--joules-export-bmf", "bmf.json")
+    result = proj.runpytest("--joules", "--joules-export-bmf", "bmf.json")
     result.assert_outcomes(passed=3)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*--joules-export-gab *taken/gab.json: cannot write: *",
-                                 "*GITHUB_STEP_SUMMARY=*missing-dir*summary.md: cannot append the energy summary*"])
+    result.stdout.fnmatch_lines(["*GITHUB_STEP_SUMMARY=*missing-dir*summary.md: cannot append the energy summary*"])
     assert sorted(json.loads((proj.path / "bmf.json").read_text())) == KEYS  # the others are still written
     assert not summary.exists()
 

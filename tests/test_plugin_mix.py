@@ -9,7 +9,7 @@ import pytest
 from . import plugin_fake  # noqa: F401  (preloads what inner runs import lazily)
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b.model.json"
+MODEL = ROOT / "baselines/h100-sxm-simulated/sim-llama-3-1-8b-bf16-graphs.model.json"
 
 TESTS = """
 import pytest
@@ -41,7 +41,7 @@ def proj(pytester):
     (pytester.path / "mixes").mkdir()
     (pytester.path / "mixes/chat.csv").write_text(CHAT)
     (pytester.path / "baselines/h100-sxm-simulated").mkdir(parents=True)
-    shutil.copy(MODEL, pytester.path / "baselines/h100-sxm-simulated/sim-llama-3-1-8b.model.json")
+    shutil.copy(MODEL, pytester.path / "baselines/h100-sxm-simulated/sim-llama-3-1-8b-bf16-graphs.model.json")
     return pytester
 
 
@@ -58,7 +58,7 @@ def test_mixes_and_arrivals_are_measured_recorded_and_judged(proj):
     assert rows["test_users"]["prediction"] is not None  # 16 users: 16 in flight, as the model assumes
     assert rows["test_users::fewer users"]["model_batching"] == "requests=16"
     assert set(rows["test_users"]["traffic"]["latency"]) >= {"ttft_p50_s", "tpot_p99_s", "e2e_p90_s"}
-    stored = json.loads((proj.path / "baselines/h100-sxm-simulated/sim-llama-3-1-8b.json").read_text())["entries"]
+    stored = json.loads((proj.path / "baselines/h100-sxm-simulated/sim-llama-3-1-8b-bf16-graphs.json").read_text())["entries"]
     assert stored["test_traffic.py::test_at_once"]["workload"]["mix"] == at_once["traffic"]["mix"]
     assert stored["test_traffic.py::test_rate"]["workload"]["arrival"] == "rate=4/s"
     again = proj.runpytest("--joules", "-rA")

@@ -24,7 +24,7 @@ def test_tiny_reply(joules):
     joules()
 """
 
-MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1.model.json"
+MODEL = "baselines/fakegpu-80gb-simulated/fake-fake-1-fp16.model.json"
 
 
 def write_model(proj, scale=1.0, name="memflops"):
@@ -92,7 +92,7 @@ def test_model_predictions_errors_sweet_spots_and_session_mape(proj):
     out = result.stdout.str()
     assert "Sweet spots (memflops model)" in out
     # the fake follows the model's form exactly, so errors are the jitter only (< 1%)
-    result.stdout.fnmatch_lines(["*model memflops (*fake-fake-1.model.json): session MAPE 0.*% over 5 measurements, tolerance 2.00%: ok*"])
+    result.stdout.fnmatch_lines(["*model memflops (*fake-fake-1-fp16.model.json): session MAPE 0.*% over 5 measurements, tolerance 2.00%: ok*"])
     tiny = next(line for line in result.stdout.lines if line.strip().startswith("test_tiny_reply"))
     assert "%*" in tiny  # n_out=8 lies outside the fitted 16-1024: marked, and not in the MAPE
 
@@ -136,7 +136,7 @@ def test_a_corrupted_model_file_is_an_error_naming_it(proj):
     (proj.path / MODEL).write_text('{"models": [{"name": "quadratic"}]}')
     result = proj.runpytest("--joules")
     result.assert_outcomes(failed=6)
-    result.stdout.fnmatch_lines(["*fitted model: *fake-fake-1.model.json: models[[]0[]]: unknown model name 'quadratic'*joules fit*"])
+    result.stdout.fnmatch_lines(["*fitted model: *fake-fake-1-fp16.model.json: models[[]0[]]: unknown model name 'quadratic'*joules fit*"])
 
 
 def test_joules_json_holds_every_measurement_in_the_results_schema(proj):
@@ -161,9 +161,21 @@ def test_joules_json_holds_every_measurement_in_the_results_schema(proj):
     assert len(back.rows) == 6 and back.simulated
 
 
-def test_an_unwritable_json_path_fails_the_session_with_the_reason(proj):
+def test_an_unwritable_json_path_is_refused_before_measuring_with_the_reason(proj):
     (proj.path / "taken").write_text("a file, not a directory")
     result = proj.runpytest("--joules", "--joules-json", "taken/energy.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "passed" not in result.stdout.str()
+    result.stderr.fnmatch_lines(["ERROR: --joules-json *taken/energy.json: cannot write there: *taken is a file, not a directory"])
+
+
+def test_a_results_file_that_cannot_be_written_at_the_end_fails_the_session_with_the_reason(proj, monkeypatch):
+    import pytest_joules.store.results as results
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results, "atomic_write_json", full)
+    result = proj.runpytest("--joules", "--joules-json", "energy.json")
     result.assert_outcomes(passed=6)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*--joules-json *taken/energy.json: cannot write*"])
+    result.stdout.fnmatch_lines(["*--joules-json *energy.json: cannot write: *No space left on device*"])

@@ -84,7 +84,7 @@ def test_a_regression_is_caught_in_auto_mode(proj):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--joules-rounds", "many"], "--joules-rounds: invalid value 'many': give auto*or a positive integer"),
+    (["--joules-rounds", "many"], "--joules-rounds: invalid value 'many': give auto*or a positive integer*"),
     (["--joules-rounds", "0"], "--joules-rounds: invalid value '0'*"),
     (["--joules-max-seconds", "0"], "--joules-max-seconds: invalid value '0': give a number greater than 0*"),
     (["--joules-max-seconds", "soon"], "--joules-max-seconds: invalid value 'soon'*"),

@@ -42,7 +42,7 @@ def test_the_default_engine_is_the_simulated_h100_and_says_so(proj):
         ["*test_long[[]n_in=2000-n_out=64[]]: n_in=2000-n_out=64: n_in + n_out = 2000 + 64 = 2064 exceeds*2048 positions*"]
     )
     result.stdout.fnmatch_lines(["*joules: engine sim (SIMULATED)*", "*SIMULATED device*", "*H100-SXM (SIMULATED), 700 W*sim tiny-gqa bf16*"])
-    data = json.loads((proj.path / "baselines/h100-sxm-simulated/sim-tiny-gqa.json").read_text())
+    data = json.loads((proj.path / "baselines/h100-sxm-simulated/sim-tiny-gqa-bf16-graphs.json").read_text())
     assert data["fingerprint"]["device"]["simulated"] is True and len(data["entries"]) == 2
 
 

@@ -120,7 +120,7 @@ def test_point_beyond_max_positions_is_named():
         ({"options": {"seed": -1}}, "seed must be a non-negative integer"),
         ({"options": {"seed": 1.5}}, "'seed' must be an integer"),
         ({"options": {"runtime": "cuda"}}, "unknown sim runtime 'cuda'; use graphs .* or eager"),
-        ({"options": {"noise": -1}}, "noise must be a non-negative number"),
+        ({"options": {"noise": -1}}, "noise must be a number from 0 to 10"),
         ({"options": {"noise": "lots"}}, "'noise' must be a number"),
     ],
 )

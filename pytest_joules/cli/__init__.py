@@ -66,12 +66,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`joules list | head -1`): not an error of the command. The exit
+        # status is the command's own where it knew it before printing (compare --fail's verdict)
+        _quiet_stdout()
+        return int(getattr(args, "exit_status", 0))
+    except SystemExit as exc:
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        # rich's Console meets the closed pipe itself and exits 1, which reads as compare --fail's
+        # regression; the same status as a plain print's broken pipe instead
+        return int(getattr(args, "exit_status", 0))
     except JoulesError as exc:
         print(f"joules {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"joules {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush into the closed pipe does not
+    print "Exception ignored ... BrokenPipeError" (the recipe of Python's signal module docs)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured): nothing will be flushed into a pipe
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

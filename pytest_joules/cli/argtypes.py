@@ -7,10 +7,13 @@ import argparse
 import math
 from typing import Callable
 
+from ..engines.workload import MAX_FIXED_ROUNDS, MAX_WARMUP
+
 
 def number(convert: Callable[[str], float], allow_zero: bool, what: str,
-           at_most: float | None = None) -> Callable[[str], float]:
-    """A converter that accepts finite values > 0 (or >= 0 with `allow_zero`), up to `at_most`."""
+           at_most: float | None = None, at_least: float | None = None, why: str = "") -> Callable[[str], float]:
+    """A converter that accepts finite values > 0 (or >= 0 with `allow_zero`), from `at_least` up
+    to `at_most`; `why` says why the limit is there."""
 
     def parse(text: str) -> float:
         try:
@@ -21,7 +24,11 @@ def number(convert: Callable[[str], float], allow_zero: bool, what: str,
         if not finite or value < 0 or (value == 0 and not allow_zero):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         if at_most is not None and value > at_most:
-            raise argparse.ArgumentTypeError(f"expected {what} of at most {at_most:,.0f}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what} of at most {at_most:,.0f}, got {text!r}"
+                                             + (f": {why}" if why else ""))
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"expected {what} of at least {at_least:,.0f}, got {text!r}"
+                                             + (f": {why}" if why else ""))
         return value
 
     return parse
@@ -43,10 +50,26 @@ MAX_TOKENS = 10**9
 
 
 positive_int = number(int, False, "a positive integer")
+rounds = number(int, False, "a positive number of rounds", at_most=MAX_FIXED_ROUNDS,
+                why="each round runs the workload at least once and cannot be cut short")
+warmup = number(int, True, "a non-negative number of warm-up runs", at_most=MAX_WARMUP,
+                why="each runs the whole workload and cannot be cut short")
 non_negative_int = number(int, True, "a non-negative integer")
 positive_float = number(float, False, "a positive number")
 seconds = number(float, True, "a non-negative number of seconds")
 tokens = number(int, False, "a positive whole number of tokens", at_most=MAX_TOKENS)
+
+
+#: calibrate's candidate lengths per axis: its design weighs every pair of candidates, so memory
+#: and time grow with the 4th power of this (300 levels asked for 60 GiB)
+MAX_LEVELS = 32
+levels_arg = number(int, False, "a number of levels", at_least=2, at_most=MAX_LEVELS,
+                    why="the design compares every pair of the levels² candidates")
+#: a 95% interval needs at least 40 bootstrap replicates (its 2.5% and 97.5% quantiles): fewer
+#: printed a band of ±0.0%
+MIN_REPLICATES = 40
+bootstrap_arg = number(int, False, "a number of bootstrap replicates", at_least=MIN_REPLICATES, at_most=100_000,
+                       why="a 95% interval needs at least 40 replicates; each refits the model")
 
 
 def token_list(text: str) -> list[int]:

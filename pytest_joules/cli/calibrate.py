@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .argtypes import check_writable, non_negative_int, positive_float, positive_int, seconds, tolerance_arg
+from .argtypes import (bootstrap_arg, check_writable, levels_arg, non_negative_int, positive_float, positive_int,
+                       requests, rounds, seconds, tolerance_arg, warmup)
 
 #: the paper's grid
 DEFAULT_RANGE = (64, 4096)
@@ -42,7 +43,8 @@ def rounds_arg(text: str) -> int | None:
     """'auto' -> None (until the median is known), or a positive number of rounds."""
     if text.strip().lower() == "auto":
         return None
-    return int(positive_int(text))
+    return int(rounds(text))
+
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -66,13 +68,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--engine-option", action="append", default=None, metavar="KEY=VALUE",
                    help="engine setting, repeatable (sim: runtime, noise, slowdown, seed; hf: device, dtype)")
     p.add_argument("--meter-option", action="append", default=None, metavar="KEY=VALUE", help="meter setting, repeatable")
-    p.add_argument("--requests", type=positive_int, default=None, help="requests per workload (default 1)")
+    p.add_argument("--requests", type=requests, default=None, help="requests per workload (default 1)")
     p.add_argument("--max-batch-size", type=positive_int, default=None, help="most requests in flight at once")
     p.add_argument("--n-in-range", type=length_range, default=None, metavar="LOW:HIGH",
                    help="input lengths to cover (default 64:4096; with --replay: the file's)")
     p.add_argument("--n-out-range", type=length_range, default=None, metavar="LOW:HIGH",
                    help="output lengths to cover (default 64:4096; with --replay: the file's)")
-    p.add_argument("--levels", type=positive_int, default=None,
+    p.add_argument("--levels", type=levels_arg, default=None,
                    help="candidate lengths per axis, spaced geometrically (default 7: 64..4096 in powers of two)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--points", type=positive_int, default=None, metavar="K",
@@ -86,11 +88,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="auto rounds: know each median to half of this (default 5%%)")
     p.add_argument("--max-seconds", type=positive_float, default=60.0,
                    help="auto rounds: measured seconds per point at most (default 60)")
-    p.add_argument("--warmup", type=non_negative_int, default=None, help="unmeasured runs before each point's rounds (default 1)")
+    p.add_argument("--warmup", type=warmup, default=None, help="unmeasured runs before each point's rounds (default 1)")
     p.add_argument("--min-window-s", type=seconds, default=None, help="shortest measurement window (default: the meter's)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of prompts and of the sim's noise (default: a new one)")
     p.add_argument("--sim-slowdown", type=positive_float, default=None, metavar="X", help="sim only: every step X times slower")
-    p.add_argument("--bootstrap", type=positive_int, default=None, metavar="B",
+    p.add_argument("--bootstrap", type=bootstrap_arg, default=None, metavar="B",
                    help="bootstrap replicates for the intervals (default 200; saved in the model file)")
     p.add_argument("--replay", metavar="RESULTS.json",
                    help="take the points from a results file (joules sweep --out, pytest --joules-json) instead of measuring")
@@ -124,6 +126,8 @@ class Setup:
     #: replay: every point of the file, for the comparison with a fit of all of them
     all_points: list[Any] = dataclasses.field(default_factory=list)
     all_cost_s: float | None = None
+    #: the device and engine of the points, saved in the model (the plugin judges only its own)
+    fingerprint: dict[str, Any] | None = None
 
     def close(self) -> None:
         for thing in (self.meter, self.engine):
@@ -167,14 +171,18 @@ def _live(args: argparse.Namespace) -> Setup:
     device = meter.device_info()
     where = f"{model} on {device.get('gpu') or ', '.join(gpus) or engine.kind}"
     window = meter.min_window_s if args.min_window_s is None else args.min_window_s
+    from ..models.identity import of_results
+
     return Setup(source, grid, requests, {"requests": requests, "max_batch_size": args.max_batch_size},
                  bool(engine.simulated), where, "simulated clock" if engine.simulated else "wall clock",
-                 options["seed"], warmup, args.rounds, float(window or 0.0), kept, engine, meter)
+                 options["seed"], warmup, args.rounds, float(window or 0.0), kept, engine, meter,
+                 fingerprint=of_results(engine.identity(), device, bool(engine.simulated)))
 
 
 def _replay(args: argparse.Namespace) -> Setup:
     from ..models import analytical, sources
     from ..models.analytical import Point
+    from ..models.identity import of_results
     from ..models.points import batching_of
     from ..store.results import read_results
 
@@ -205,7 +213,8 @@ def _replay(args: argparse.Namespace) -> Setup:
     return Setup(source, grid, int(batching.get("requests") or 1), batching, results.simulated,
                  f"{where}, replayed from {Path(args.replay).name}", "recorded windows", 0, 1, None, 0.0,
                  all_points=[Point(x.n_in, x.n_out, x.j_per_out_token) for x in everything],
-                 all_cost_s=sum(x.cost_s for x in everything))
+                 all_cost_s=sum(x.cost_s for x in everything),
+                 fingerprint=of_results(results.engine, results.device, results.simulated))
 
 
 def _in_ranges(n_in: int, n_out: int, args: argparse.Namespace) -> bool:
@@ -221,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
     check_writable("--save", args.save)
     if args.out:
         check_writable("--out", args.out)
+    if args.plot:
+        from ..report.plot import check_plot_path
+
+        check_plot_path(args.plot)  # before measuring, not after
     budget_s = args.budget_minutes * 60.0 if args.budget_minutes is not None else None
     points = args.points if args.points is not None or budget_s is not None else DEFAULT_POINTS
     design.check_points(args.fit, points)  # before an engine loads a model for minutes
@@ -238,8 +251,9 @@ def run(args: argparse.Namespace) -> int:
     u = uncertainty.bootstrap(fitted, cal.points, replicates=replicates, seed=setup.seed)
     grid_cost = setup.all_cost_s if args.replay else _grid_cost(cal, plan)
     document = _document(args, setup, cal, fitted, u, grid_cost)
+    identity = {"fingerprint": setup.fingerprint} if setup.fingerprint else {}  # the plugin judges only its own
     uncertainty.save(args.save, [(fitted, u)], simulated=setup.simulated, source="joules calibrate",
-                     calibration=document["calibration"])
+                     calibration=document["calibration"], **identity)
     if args.out and setup.kept:
         from ..store.results import write_results
 

@@ -49,6 +49,8 @@ class Match:
     old: ResultRow
     new: ResultRow
     verdict: Verdict
+    #: the level the verdict was judged at (the new row's recorded confidence)
+    confidence: float = 0.95
     #: why the latency regressed beyond --latency-tolerance (None: it did not, or no gate)
     latency_problem: str | None = None
 
@@ -116,6 +118,21 @@ def _values(row: ResultRow) -> list[float]:
     if row.round_values:
         return list(row.round_values)
     return [row.j_per_out_token] if row.j_per_out_token is not None else []
+
+
+def _recorded_confidence(path: Any, row: ResultRow) -> float:
+    """The confidence the plugin judged the row at (`confidence`: 99.5% after the looks of
+    `--joules-rounds auto`, 95% for a fixed number), so compare gives the plugin's verdict on the
+    same runs; a row without one (older files, `joules sweep`) at the documented default, 95%."""
+    from ..judge.stats import DEFAULT_CONFIDENCE
+
+    value = row.raw.get("confidence")
+    if value is None:
+        return DEFAULT_CONFIDENCE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value < 1:
+        raise DataError(f"{path}: result {row.name!r}: 'confidence' must be a number in [0.5, 1) (the level the "
+                        f"verdict was judged at), got {value!r}")
+    return float(value)
 
 
 def _recorded_tolerance(row: ResultRow) -> float | None:
@@ -198,8 +215,9 @@ def compare_files(
         elif not base_values:
             verdict = Verdict(NEW, tolerance=tol, detail=f"no valid rounds in {old.path} to compare with")
         else:
-            verdict = judge(cur_values, base_values, tol, noisy_fails=noisy_fails)
-        match = Match(row.name, row.workload, base, row, verdict)
+            verdict = judge(cur_values, base_values, tol, confidence=_recorded_confidence(new.path, row),
+                            noisy_fails=noisy_fails)
+        match = Match(row.name, row.workload, base, row, verdict, _recorded_confidence(new.path, row))
         if latency_tolerance is not None:
             match.latency_problem = L.regression(L.from_record(row.raw), L.from_record(base.raw), latency_tolerance)
         matches.append(match)
@@ -244,6 +262,7 @@ def _to_json(report: CompareReport) -> dict[str, Any]:
                 "method": m.verdict.method, "detail": m.verdict.detail, "failed": m.verdict.failed,
                 "old_latency": L.from_record(m.old.raw), "new_latency": L.from_record(m.new.raw),
                 "latency_change": m.latency_change or None, "latency_regression": m.latency_problem,
+                "confidence": m.confidence,
             }
             for m in report.matches
         ],
@@ -393,8 +412,9 @@ def run(args: argparse.Namespace) -> int:
         old, new, tolerance=args.tolerance, noisy_fails=args.noisy_fails,
         allow_different_devices=args.allow_different_devices, latency_tolerance=args.latency_tolerance,
     )
+    args.exit_status = 1 if args.fail and report.failed else 0  # kept if the reader closes the pipe early
     if args.json:
         print(json.dumps(_to_json(report), indent=2))
     else:
         _print_table(report, verbose=args.verbose)
-    return 1 if args.fail and report.failed else 0
+    return int(args.exit_status)

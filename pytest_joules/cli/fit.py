@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     models = [dataclasses.replace(m, batching=dict(data.batching)) for m in models]
     intervals = uncertainty.for_models(models, data.points)
     if args.save:
-        uncertainty.save(args.save, [(m, intervals.get(m.name)) for m in models], simulated=data.simulated, source=str(data.path))
+        identity = {"fingerprint": data.fingerprint} if data.fingerprint else {}  # the plugin judges only its own
+        uncertainty.save(args.save, [(m, intervals.get(m.name)) for m in models], simulated=data.simulated,
+                         source=str(data.path), **identity)
         print(f"joules fit: {_batching_note(data.batching)}", file=sys.stderr)
     if args.plot:
         from ..report.plot import save_plot

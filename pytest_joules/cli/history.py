@@ -48,6 +48,10 @@ def _change(value: float | None, ref: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..store.runs import read_runs, trend
 
+    if args.plot:
+        from ..report.plot import check_plot_path
+
+        check_plot_path(args.plot)  # before reading every saved run
     storage = runs.require_storage(args)
     files, notes = read_runs(runs.list_runs(storage))
     if not files:

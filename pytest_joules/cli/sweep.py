@@ -13,7 +13,7 @@ from typing import Any
 
 from ..numbers import sig
 from ..errors import ConfigError, DataError
-from .argtypes import check_writable, non_negative_int, positive_float, positive_int, requests, seconds
+from .argtypes import check_writable, non_negative_int, positive_float, positive_int, requests, rounds, seconds, warmup
 
 
 def _length_list(text: str) -> list[int]:
@@ -56,8 +56,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--n-out", type=_length_list, required=True, metavar="LIST", help="output lengths, e.g. 64,128,256")
     p.add_argument("--requests", type=requests, default=1, help="requests per workload (default 1; the paper uses 10-1000)")
     p.add_argument("--max-batch-size", type=positive_int, default=None, help="most requests in flight at once (default: the engine's)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="measured rounds per point (default 3)")
-    p.add_argument("--warmup", type=non_negative_int, default=1, help="unmeasured runs before the rounds (default 1)")
+    p.add_argument("--rounds", type=rounds, default=3, help="measured rounds per point (default 3)")
+    p.add_argument("--warmup", type=warmup, default=1, help="unmeasured runs before the rounds (default 1)")
     p.add_argument("--min-window-s", type=seconds, default=None, help="shortest measurement window (default: the meter's)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of prompts and of the sim's noise (default: a new one each run; the results record it)")
     p.add_argument("--sim-slowdown", type=positive_float, default=None, metavar="X", help="sim only: make every step X times slower (1.1 = a 10%% regression)")
@@ -188,6 +188,11 @@ def _results_table(measurements: list[Any], title: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
+
+    if args.plot:
+        from ..report.plot import check_plot_path
+
+        check_plot_path(args.plot)  # before the sweep, not after it
 
     from .. import registry
     from ..store import results

@@ -121,15 +121,19 @@ def _scaled(options: Mapping[str, float], key: str, unit: float) -> float | None
 def create(spec: EngineSpec) -> SimEngine:
     options = dict(spec.options or {})
     reject_unknown_options("sim", options, OPTIONS)
+    from ..sim.device import MAX_NOISE, MAX_SLOWDOWN
+
     slowdown = _number(options, "slowdown", 1.0, float)
-    if not slowdown > 0 or slowdown == float("inf"):
-        raise ConfigError(f"sim slowdown must be a positive number (1.0 = normal, 1.1 = 10% slower), got {slowdown!r}")
+    if not 0 < slowdown <= MAX_SLOWDOWN:
+        raise ConfigError(f"sim slowdown must be a positive number of at most {MAX_SLOWDOWN:g} (1.0 = normal, "
+                          f"1.1 = 10% slower), got {slowdown!r}")
     seed = _number(options, "seed", 0, int)
     if seed < 0:
         raise ConfigError(f"sim seed must be a non-negative integer, got {seed!r}")
     noise = _number(options, "noise", 1.0, float)
-    if not 0 <= noise < float("inf"):
-        raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic, the default), got {noise!r}")
+    if not 0 <= noise <= MAX_NOISE:
+        raise ConfigError(f"sim noise must be a number from 0 to {MAX_NOISE:g} (0 = exact, 1 = realistic, the "
+                          f"default), got {noise!r}")
     tp = _number(options, "tp", 1, int)
     if not 1 <= tp <= 64:
         raise ConfigError(f"sim tp (GPUs sharing the model by tensor parallelism) must be 1 to 64, got {tp!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,21 @@ if TYPE_CHECKING:
 #: batches are 1,000 requests, and 10,000 requests of 1,000 tokens already take minutes a round
 #: on an H100. Larger batches belong in several tests (or a sweep), not in one energy test.
 MAX_REQUESTS = 10_000
+
+
+#: a fixed number of rounds, and of unmeasured warm-up runs, beyond these runs for hours for the
+#: same reason: each runs the workload at least once (`--joules-rounds auto` stops by itself)
+MAX_FIXED_ROUNDS = 1_000
+MAX_WARMUP = 100
+
+
+def rounds_problem(value: int, what: str = "rounds") -> str | None:
+    """Why a fixed number of rounds (or warm-up runs, `what="warmup"`) is too many (None when fine)."""
+    limit = MAX_WARMUP if what == "warmup" else MAX_FIXED_ROUNDS
+    if value <= limit:
+        return None
+    return (f"{what}={value} is more than {limit:,}: each runs the whole workload and cannot be cut short"
+            + ("; use rounds='auto', which stops when the verdict is known" if what == "rounds" else ""))
 
 
 def requests_problem(value: int) -> str | None:
@@ -64,6 +80,10 @@ class Workload:
         return cls(n_in, n_out, requests=requests, mix=mix, **kwargs)
 
     def __post_init__(self) -> None:
+        for name in ("n_in", "n_out", "requests", "max_batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value) is not int:
+                object.__setattr__(self, name, int(value))  # numpy integers: stored (and written) as int
         _check_positive_int("n_in", self.n_in)
         _check_positive_int("n_out", self.n_out)
         _check_positive_int("requests", self.requests)

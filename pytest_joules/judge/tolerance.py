@@ -38,7 +38,7 @@ def parse(value: Any) -> float:
     if not (math.isfinite(number) and number >= 0):
         raise ToleranceError(f"{GIVE}; a tolerance must be non-negative and finite")
     if percent:
-        return number / 100
+        return number / 100 + 0.0  # + 0.0: "-0%" is 0, not a -0.0 that prints as "-0.0%"
     if number >= 1:
         raise ToleranceError(f"write {text}% for {text} percent, or a fraction such as 0.05")
-    return number
+    return number + 0.0

@@ -186,7 +186,9 @@ class Measurement:
         measurement always fails, since nothing can be concluded from it.
         """
         self._assert_valid()
-        verdict = judge(self.round_values, self.baseline_rounds, parse_tolerance(tolerance))  # "5%" as the marker takes
+        # "5%" as the marker takes; at the confidence the rounds were measured for, as the plugin
+        # and `joules compare` judge them (99.5% after the looks of `auto`, else 95%)
+        verdict = judge(self.round_values, self.baseline_rounds, parse_tolerance(tolerance), confidence=self.confidence)
         if verdict.failed:
             name = self.name.split("::", 1)[-1] if self.name else self.workload.label()  # pytest shows the file
             raise AssertionError(verdict.failure(name))

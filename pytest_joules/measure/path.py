@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: safety cap on repetitions inside one window, so a broken clock cannot loop forever
 MAX_REPS = 10_000
+#: a fixed number of rounds stopped by the budget still measures this many (a t-test needs them)
+MIN_FIXED = 3
 
 
 def _close_quietly(meter: Meter) -> None:
@@ -91,9 +93,12 @@ def measure(
     min_window_s: float | None = None,
     name: str = "",
     rule: Rule | None = None,
+    max_seconds: float | None = None,
 ) -> Measurement:
     """Measure `workload` on `engine` with `meter`: `warmup` unmeasured runs, then `rounds` windows,
-    or with a `rule` (measure/stopping.py, `--joules-rounds auto`) as many as it asks for."""
+    or with a `rule` (measure/stopping.py, `--joules-rounds auto`) as many as it asks for. `max_seconds`
+    bounds a fixed number of rounds too: it stops before a round that would overrun it, once
+    min(rounds, 3) rounds are in (`stopped` says so)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     workload.check_positions(engine.max_positions, engine.kind)
@@ -106,14 +111,22 @@ def measure(
         prepare(workload)
     for _ in range(warmup):
         engine.run(workload).verify(workload, engine.kind)
+    condition = getattr(meter, "precondition", None)  # optional: the nvml meter's precondition_s
+    if condition is not None:
+        condition(lambda: engine.run(workload).verify(workload, engine.kind))
     window = meter.min_window_s if min_window_s is None else min_window_s
     results: list[Round] = []
     spent = 0.0
+    stopped = ""
     while True:
         results.append(run_round(engine, meter, workload, window))
         spent += results[-1].seconds
         if rule is None:
             if len(results) >= rounds:
+                break
+            if max_seconds is not None and len(results) >= min(rounds, MIN_FIXED) \
+                    and spent + spent / len(results) > max_seconds:
+                stopped = f"budget ({len(results)} of {rounds} rounds)"
                 break
         elif rule.stop([r.j_per_out_token for r in results if r.j_per_out_token is not None], len(results), spent):
             break
@@ -129,4 +142,5 @@ def measure(
     if rule is not None:
         m.confidence = rule.confidence
         m.stopped = rule.reason
+    m.stopped = m.stopped or stopped
     return m

@@ -34,6 +34,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..engines.workload import rounds_problem
 from ..judge import stats
 from ..judge import verdict as V
 
@@ -151,6 +152,6 @@ def parse_rounds(value: object) -> int | str:
     if text == AUTO:
         return AUTO
     number = int(text)  # ValueError for anything else
-    if number < 1 or isinstance(value, bool):
+    if number < 1 or isinstance(value, bool) or rounds_problem(number):
         raise ValueError(value)
     return number

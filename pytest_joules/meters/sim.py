@@ -36,6 +36,7 @@ class SimMeter:
         self.align = align
         self._start: ticks.Tick | None = None
         self._busy0 = 0.0
+        self._state0: dict[str, Any] = {}
 
     def _read(self) -> float:
         return float(self.device.energy_mj)
@@ -52,6 +53,7 @@ class SimMeter:
         else:
             self._start = ticks.Tick(value=self._read(), time=self._now(), latency_s=0.0)
         self._busy0 = self.device.busy_s
+        self._state0 = self.device.state()  # the device as the window opens
 
     def end(self) -> MeterReading:
         if self._start is None:
@@ -69,6 +71,7 @@ class SimMeter:
             joules, seconds = (self._read() - start.value) / 1000.0, work_end - start.time
         # the share of the window in which the GPU ran kernels, as NVML's utilisation counts it
         info["gpu_util"] = busy / seconds if seconds > 0 else None
+        info["state"] = self._state0
         problems = [] if joules > 0 else ["the simulated energy counter did not move (nothing ran in the window)"]
         return MeterReading(joules={"sim": joules}, seconds=seconds, valid=not problems, problems=problems, info=info)
 

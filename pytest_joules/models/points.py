@@ -59,6 +59,8 @@ class PointsFile:
     batching: dict[str, Any] = field(default_factory=dict)
     #: "Llama-3.1-8B on H100-SXM" for a results file (figure titles); "" for a CSV
     source: str = ""
+    #: the device and engine the points were measured on (models/identity.py); None for a CSV
+    fingerprint: dict[str, Any] | None = None
 
 
 def batching_of(settings: dict[str, set[Any]]) -> dict[str, Any]:
@@ -217,5 +219,8 @@ def _from_results(path: Path) -> PointsFile:
     model = results.engine.get("model") or results.engine.get("kind") or ""
     gpu = results.device.get("gpu") or results.device.get("name") or ""
     source = " on ".join(str(part) for part in (model, gpu) if part)
+    from .identity import of_results
+
     return PointsFile(path=path, points=points, simulated=results.simulated, skipped=skipped, notes=notes,
-                      batching=batching, source=source)
+                      batching=batching, source=source,
+                      fingerprint=of_results(results.engine, results.device, results.simulated))

@@ -44,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
             opts = dataclasses.replace(opts, seed=int(config.workerinput[session.SEED_KEY]))
     state = session.JoulesSession(opts, worker=worker, rootdir=config.rootpath)
+    from .missing import Missing
+
+    state.judging.missing = Missing.from_config(config, opts.key_base)  # the command that records a new test
     config.stash[session.STASH] = state
     config.pluginmanager.register(state, session.PLUGIN_NAME)
 

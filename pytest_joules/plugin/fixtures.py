@@ -145,13 +145,13 @@ class Joules:
         try:
             fixed = rounds if isinstance(rounds, int) else 3  # `auto`: the rule decides, from at least 3
             m = measure(engine, meter, workload, rounds=fixed, rule=rule,
-                        warmup=opts.warmup if warmup is None else warmup, name=key)
+                        warmup=opts.warmup if warmup is None else warmup, name=key, max_seconds=opts.max_seconds)
         # ConfigError: a limit only the run checks; EngineUnavailable: an engine's prepare() failed
         except (WorkloadMismatch, InvalidMeasurement, ConfigError, EngineUnavailable) as exc:
             problem = str(exc)
         if problem is not None:
             pytest.fail(f"{nodeid}: {problem}", pytrace=False)
-        judged = state.judging.judge(m, key, tolerance, model_tolerance)
+        judged = state.judging.judge(m, key, tolerance, model_tolerance, test=base)
         failures = judged.failures
         state.recording.add(ResultRecord.from_measurement(
             m, **judged.record_fields(), nodeid=nodeid, test=self._request.node.name, label=label))

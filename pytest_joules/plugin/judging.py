@@ -1,7 +1,7 @@
 """Judging one measurement: its baseline (compare, or stage a new one), its model prediction.
 
-The baselines are staged while tests run and written between tests or at the end (`flush`),
-never before the test's outcome is known: a failing test's rounds are dropped (`test_done`).
+The baselines are held while a test runs, staged once it passed (plugin/outcome.py), and written
+between tests or at the end (`flush`): a test that failed in any phase saves none.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Judged:
 
     key: str
     failures: list[str] = field(default_factory=list)
+    #: the test's own key (without a second measurement's name)
+    test: str | None = None
     baseline_note: str = ""
     baseline_updated: bool = False
     extrapolated: bool = False
@@ -66,6 +68,16 @@ class Judging:
         self._store: BaselineStore | None = None
         self._models: list[FittedModel] | None = None
         self._model_error: str | None = None
+        #: why the model file beside the baselines is not used (fitted on another fingerprint)
+        self.model_refused: str | None = None
+        #: session-wide facts for the summary (a refused model, migrated files, other devices' stores)
+        self.notes: list[str] = []
+        from .missing import Missing
+
+        #: tests without a baseline (the session sets the command that records them)
+        self.missing = Missing()
+        #: the current test's rounds to record, until its outcome is known (plugin/outcome.py)
+        self.held: list[Any] = []
 
     @property
     def store(self) -> BaselineStore:
@@ -77,18 +89,27 @@ class Judging:
 
     # -- the fitted model ---------------------------------------------------------------------
     def models(self) -> list[FittedModel]:
-        """The fitted models beside the baselines ([] when there is no model file)."""
+        """The fitted models beside the baselines ([] when there is no model file, or its
+        fingerprint is another device's or engine's: models/identity.py)."""
         if self._models is None:
-            path = self.store.model_path_for(self.devices.fingerprint)
+            path = self.store.model_source_for(self.devices.fingerprint)
             self._models = []
             if path.exists():
-                from ..models.analytical import load_models
+                from ..models import identity
+                from ..models.analytical import models_from_data
+                from ..store.results import load_json
 
                 try:
-                    self._models = load_models(path)
-                    self.model_path = str(path)
+                    data = load_json(path)
+                    models = models_from_data(data, str(path))
                 except DataError as exc:
                     self._model_error = f"{exc}; fix it or fit it again with `joules fit ... --save {path}`"
+                else:
+                    self.model_refused = identity.refusal(path, data, self.devices.fingerprint)
+                    if self.model_refused is None:
+                        self._models, self.model_path = models, str(path)
+                    else:
+                        self.add_notes([self.model_refused])
         return self._models
 
     def model(self) -> FittedModel | None:
@@ -111,10 +132,12 @@ class Judging:
         return []
 
     # -- one measurement ----------------------------------------------------------------------
-    def judge(self, m: Measurement, key: str, tolerance: float | None, model_tolerance: float | None) -> Judged:
-        """Fill in the baseline, verdict and prediction of `m`."""
+    def judge(self, m: Measurement, key: str, tolerance: float | None, model_tolerance: float | None,
+              test: str | None = None) -> Judged:
+        """Fill in the baseline, verdict and prediction of `m`; `test` is the key of the test it
+        belongs to (without a second measurement's name), for the command that records it."""
         tol = self.options.tolerance if tolerance is None else tolerance
-        judged = Judged(key)
+        judged = Judged(key, test=test)
         if m.dry_run:
             m.verdict = V.Verdict(V.DRY_RUN, tolerance=tol, detail=f"dry run: no energy read (meter {m.meter!r})")
             return judged
@@ -191,21 +214,45 @@ class Judging:
             judged.baseline_note = found.note
         if m.verdict.failed and not self.options.update_baselines:
             judged.failures.append(m.verdict.failure(test_name(key), verbose=self.options.verbosity >= 1))
-        elif m.verdict.status == V.NEW and self.options.new_fails and not self.options.update_baselines:
-            judged.failures.append(
-                f"energy new (--joules-new-fails): {test_name(key)}: {m.verdict.detail}; record its baseline "
-                "with --joules-update-baselines (a renamed test needs one under its new name)")
+        elif m.verdict.status == V.NEW and not self.options.update_baselines:
+            judged.failures += self._without_baseline(judged, m.verdict.detail)
         return True
 
+    def _without_baseline(self, judged: Judged, detail: str) -> list[str]:
+        """A test without a baseline: the store's other identities are named in the summary; it
+        fails with --joules-require-baselines (none for this identity), --joules-new-fails, or in
+        CI unless --joules-allow-new (plugin/missing.py)."""
+        from ..store.fingerprint import describe
+
+        o, fp, name = self.options, self.devices.fingerprint, test_name(judged.key)
+        note = self.missing.note(self.store, fp, describe)
+        if note:
+            self.add_notes([note])
+        command = self.missing.record_command(judged.test or judged.key)
+        if o.require_baselines and note:
+            return [f"energy new (--joules-require-baselines): {name}: {self.store.root} holds no baselines for this "
+                    f"device and engine; it holds {'; '.join(self.missing.others(self.store, fp))}. Record them with `{command}`"]
+        if o.new_fails or (o.ci and not o.allow_new):
+            why = "--joules-new-fails" if o.new_fails else "in CI a test without a baseline fails; --joules-allow-new lets it pass"
+            return [f"energy new ({why}): {name}: {detail}; record its baseline with `{command}` and commit it "
+                    "(a renamed test needs one under its new name)"]
+        return []
+
     def _stage(self, m: Measurement, judged: Judged) -> None:
-        """Stage the rounds; they are written at the session's end (or when due, between tests),
-        and dropped if the test fails (`test_done`)."""
+        """Hold the rounds until the test's outcome is known (plugin/outcome.py): a test that
+        fails in any phase saves none. An unwritable store fails this test, not the session's end."""
+        from ..store.baselines import workload_dict
+        from .outcome import Stage
+
+        fp = self.devices.fingerprint
         try:
-            self.store.stage(self.devices.fingerprint, judged.key, m.workload, m.round_values, m.spread,
-                             latency=m.latency)
-            judged.baseline_updated = True
+            self.store.check_writable(fp)
         except DataError as exc:
             judged.failures.append(f"baseline store: {exc}")
+            return
+        self.held.append(Stage(dict(fp), judged.key, workload_dict(m.workload), list(m.round_values), m.spread,
+                               dict(m.latency) if m.latency else None))
+        judged.baseline_updated = True
 
     def _predict(self, m: Measurement, judged: Judged, tolerance: float | None) -> None:
         model = self.model()
@@ -213,7 +260,9 @@ class Judging:
             judged.failures.append(f"fitted model: {self._model_error}")
             return
         if model is None:
-            if tolerance is not None:
+            if tolerance is not None and self.model_refused:
+                judged.failures.append(f"{judged.key}: model_tolerance is set but the {self.model_refused}")
+            elif tolerance is not None:
                 judged.failures.append(
                     f"{judged.key}: model_tolerance is set but there is no fitted model at "
                     f"{self.store.model_path_for(self.devices.fingerprint)}; fit one with `joules fit RESULTS --save PATH`"
@@ -248,32 +297,40 @@ class Judging:
                 judged.failures.append(str(exc))
 
     # -- after a test, and at the end ---------------------------------------------------------
-    def test_done(self, records: list[ResultRecord], nodeid: str, passed: bool) -> None:
-        """After a test's call phase: a failed test's staged baselines are dropped, since its own
-        assertions rejected what it measured; then staged ones are written if due. Flushing only
-        here, between tests, means no entry is written before its test's outcome is known."""
-        if not passed:
-            for r in reversed(records):  # this test's records are the last ones
-                if r.nodeid != nodeid:
-                    break
-                if r.baseline_updated and r.key and self.store.unstage(self.devices.fingerprint, r.key):
-                    r.baseline_updated = False
-                    r.baseline_not_saved = "the test failed"
+    def flush_if_due(self) -> None:
+        """Between tests: write the staged baselines when they have waited long enough."""
         if self._store is not None and self._store.due():
             self.flush()
 
-    def flush(self) -> None:
-        """Write the staged baselines (one write per file); a failure is kept for the summary."""
+    def flush(self, final: bool = False) -> dict[str, str]:
+        """Write the staged baselines (one write per file). At the session's end (`final`) a
+        failure is reported once, with the number of entries it left unwritten; returns those
+        keys with the reason. A failure between tests is retried at the end."""
         if self._store is None or not self._store.pending:
-            return
+            return {}
         import dataclasses
 
+        error = None
         try:
             done = self._store.flush()
         except DataError as exc:
-            self.baseline_errors.append(f"baseline store: {exc}; the baselines of this run were not saved")
-            return
+            done, error = [], str(exc)
+        finally:
+            self.add_notes([m.describe() for m in self._store.migrated])
         self.replaced += [dataclasses.asdict(r) for r in done]
+        if not final or error is None:
+            return {}
+        unsaved = {key: f"not written: {error}" for key in self._store.pending_keys()}
+        self.add_error(f"baseline store: {error}; {len(unsaved)} baseline(s) of this run were not saved (listed below)")
+        return unsaved
+
+    def add_error(self, error: str) -> None:
+        if error not in self.baseline_errors:
+            self.baseline_errors.append(error)
+
+    def add_notes(self, notes: list[str]) -> None:
+        """Session notes, each once (every xdist worker finds the same ones)."""
+        self.notes += [n for n in notes if n not in self.notes]
 
     def model_file(self) -> Any:
         """Where this session's fitted model is (or would be) kept."""

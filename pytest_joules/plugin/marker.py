@@ -65,7 +65,27 @@ def point_id(point: tuple[int, int]) -> str:
     return f"n_in={point[0]}-n_out={point[1]}"
 
 
+def _integer(value: Any) -> Any:
+    """A numpy (or any other `numbers.Integral`) integer as a plain int, which is what grids are
+    often built from; anything else unchanged, for the caller to refuse. Not a bool, nor a float
+    such as 128.0."""
+    import numbers
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value) is not int:
+        return int(value)
+    return value
+
+
+def _axis(value: Any) -> Any:
+    """A numpy array (or anything else with `tolist`) of lengths as a list; anything else unchanged."""
+    if not isinstance(value, (str, bytes, list, tuple, range)) and getattr(value, "ndim", 0) >= 1 \
+            and callable(getattr(value, "tolist", None)):
+        return value.tolist()
+    return value
+
+
 def _positive_int(test: str, name: str, value: Any, where: str = "@pytest.mark.energy", minimum: int = 1) -> int:
+    value = _integer(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise MarkerError(f"{test}: {where} {name}={value!r}: must be {what}")
@@ -73,9 +93,10 @@ def _positive_int(test: str, name: str, value: Any, where: str = "@pytest.mark.e
 
 
 def _lengths(test: str, name: str, value: Any) -> tuple[tuple[int, ...], bool]:
-    """One length, or a list/tuple/range of them (a grid axis)."""
+    """One length, or a list/tuple/range/array of them (a grid axis)."""
+    value = _axis(value)
     if isinstance(value, (list, tuple, range)):
-        values = list(value)
+        values = [_integer(v) for v in value]
         if not values:
             raise MarkerError(f"{test}: @pytest.mark.energy {name}=[]: give at least one length")
         for v in values:
@@ -106,8 +127,14 @@ def _rounds(test: str, value: Any, where: str = "@pytest.mark.energy") -> int | 
     """rounds="auto" (until the verdict is known) or a positive integer."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
+    value = _integer(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise MarkerError(f"{test}: {where} rounds={value!r}: must be a positive integer or 'auto'")
+    from ..engines.workload import rounds_problem
+
+    problem = rounds_problem(value)
+    if problem:
+        raise MarkerError(f"{test}: {where} {problem}")
     return value
 
 
@@ -222,6 +249,11 @@ def generate(metafunc: Any) -> None:
 def parse_overrides(test: str, overrides: dict[str, Any], base: Any = None) -> dict[str, Any]:
     """Validate the keyword arguments of a `joules(...)` call as strictly as the marker's."""
     out = {k: v for k, v in overrides.items() if k not in ("mix", "rate", "concurrency", "prompts")}
+    for name in ("n_in", "n_out", "requests", "max_batch_size", "warmup"):
+        if name in out:
+            out[name] = _integer(out[name])  # numpy integers, as grids are often built
+    if "name" in out and out["name"] is not None:
+        out["name"] = _name(test, out["name"])
     out.update(traffic(test, overrides, base, "joules()"))
     if out.get("rounds") is not None:
         out["rounds"] = _rounds(test, out["rounds"], "joules()")
@@ -229,11 +261,29 @@ def parse_overrides(test: str, overrides: dict[str, Any], base: Any = None) -> d
         _positive_int(test, "requests", out["requests"], "joules()")
         _check_requests(test, out["requests"], "joules()")
     if out.get("warmup") is not None:
-        _positive_int(test, "warmup", out["warmup"], "joules()", minimum=0)
+        out["warmup"] = _positive_int(test, "warmup", out["warmup"], "joules()", minimum=0)
+        from ..engines.workload import rounds_problem
+
+        problem = rounds_problem(out["warmup"], "warmup")
+        if problem:
+            raise MarkerError(f"{test}: joules() {problem}")
     for name in ("tolerance", "model_tolerance"):
         if name in out:
             out[name] = _fraction(test, name, out[name], "joules()")
     return out
+
+
+def _name(test: str, value: Any) -> str:
+    """A second measurement's name: text, shown in the terminal and part of the baseline key, so
+    printable (an escape sequence in it cleared the screen) and not a number that only looks like one."""
+    if not isinstance(value, str) or not value.strip():
+        raise MarkerError(f"{test}: joules() name={value!r}: must be a non-empty string, such as name=\"quarter-length\"")
+    if not value.isprintable():
+        raise MarkerError(f"{test}: joules() name={value!r}: holds control characters (escape sequences reach the "
+                          "terminal and the baseline key); use printable text")
+    if "::" in value:
+        raise MarkerError(f"{test}: joules() name={value!r}: '::' separates a key's parts; use another separator")
+    return value
 
 
 def point_of(spec: EnergySpec, param: tuple[int, int] | None) -> tuple[int, int] | None:

@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 import pytest
 
 from .. import values
-from ..paths import BASELINES_DIR, RUNS_DIR, nearest_dir, repository_top
+from ..paths import RUNS_DIR
+from .anchor import default_baselines  # noqa: F401  (where it lived; its callers import it from here)
 
 #: (flag, kind, help); kind is "flag" (store_true), "value" or "path". The ini key is the flag
 #: without its dashes, with underscores ("joules_engine").
@@ -24,7 +25,7 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-model", "value", "model for the engine: an architecture name (sim, hf) or a checkpoint/engine dir"),
     ("--joules-meter", "value", "energy meter: sim, nvml, rapl, none (default: the engine's own choice)"),
     ("--joules-gpu", "value", "GPU of the simulated device, e.g. H100-SXM, H200, A100 (sim only)"),
-    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ under the rootdir; "
+    ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ beside the ini file; "
      "without an ini file, the nearest existing baselines/ up to the repository root)"),
     ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
     ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
@@ -42,6 +43,10 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-sim-slowdown", "value", "make the simulated device this many times slower, e.g. 1.10 (demos a regression)"),
     ("--joules-noisy-fails", "flag", "fail a test whose verdict is 'noisy' (rounds too spread to judge the tolerance)"),
     ("--joules-new-fails", "flag", "fail a test that has no baseline (verdict 'new'), so a renamed test cannot slip through CI"),
+    ("--joules-allow-new", "flag", "in CI (the CI environment variable set) let a test without a baseline pass as 'new'; "
+     "by default it fails there, giving the command that records it"),
+    ("--joules-require-baselines", "flag", "fail every test when the store holds no baselines for this device and "
+     "engine (the summary names the ones it holds)"),
     ("--joules-meter-option", "list", "KEY=VALUE option of the meter, e.g. min_window_s=2 (repeatable; ini: one per line)"),
     ("--joules-engine-option", "list", "KEY=VALUE option of the engine, e.g. noise=0 (sim) or device=cpu (hf) (repeatable; ini: one per line)"),
     ("--joules-export-gab", "path", "write the session's results as github-action-benchmark customSmallerIsBetter JSON"),
@@ -127,6 +132,11 @@ class JoulesOptions:
     noisy_fails: bool = False
     #: a test with no baseline fails instead of passing as "new"
     new_fails: bool = False
+    #: CI (the `CI` environment variable, plugin/missing.py): a test without a baseline fails unless allow_new
+    ci: bool = False
+    allow_new: bool = False
+    #: fail the tests of a device and engine that have no baselines in the store at all
+    require_baselines: bool = False
     meter_options: Mapping[str, Any] = field(default_factory=dict)
     #: --joules-engine-option; the engine spec adds seed and sim_slowdown (see session.engine_spec)
     engine_options: Mapping[str, Any] = field(default_factory=dict)
@@ -154,9 +164,11 @@ class JoulesOptions:
         """`.joules/` beside the baselines directory, so it follows the store's rule (an ini
         file's directory, else the nearest baselines/ up to the repository root)."""
         return self.baselines.parent / RUNS_DIR
-    #: baseline keys are test paths relative to this directory instead of node ids (relative to
-    #: the rootdir): set when there is no ini file, whose rootdir moves with the invocation directory
+    #: baseline keys are test paths relative to this directory (the ini file's, else the store's
+    #: repository anchor: plugin/anchor.py), never to pytest's rootdir, which an option value can move
     key_base: Path | None = None
+    #: said in the header when pytest took one of our option values for a test path (anchor.py)
+    anchor_note: str = ""
 
 
 def _fail(flag: str, value: Any, fix: str) -> pytest.UsageError:
@@ -181,14 +193,15 @@ def random_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def parse_int(flag: str, value: Any, minimum: int) -> int:
+def parse_int(flag: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     text = str(value).strip()
     try:
         number = int(text)
     except ValueError:
         number = None
-    if number is None or number < minimum:
+    if number is None or number < minimum or (maximum is not None and number > maximum):
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        what += f" of at most {maximum:,} (each runs the whole workload)" if maximum is not None else ""
         raise _fail(flag, value, f"give {what}")
     return number
 
@@ -199,7 +212,8 @@ def parse_rounds(flag: str, value: Any) -> int | str:
     try:
         return parse(value)
     except ValueError:
-        raise _fail(flag, value, "give auto (measure until the verdict is known) or a positive integer") from None
+        raise _fail(flag, value, "give auto (measure until the verdict is known) or a positive integer of at "
+                    "most 1,000 (each round runs the workload at least once)") from None
 
 
 def parse_positive_float(flag: str, value: Any) -> float:
@@ -288,6 +302,16 @@ def _settle_engine_options(config: pytest.Config, values: dict[str, Any]) -> Non
             )
 
 
+def _settle_new_tests(config: pytest.Config, values: dict[str, Any]) -> None:
+    """In CI a test without a baseline fails unless --joules-allow-new (plugin/missing.py)."""
+    from .missing import in_ci
+
+    if values.get("new_fails") and values.get("allow_new"):
+        raise pytest.UsageError(f"{_given_as(config, '--joules-new-fails')} and {_given_as(config, '--joules-allow-new')} "
+                                "contradict each other; give one")
+    values["ci"] = in_ci()
+
+
 def _raw(config: pytest.Config, flag: str) -> tuple[Any, Path | None]:
     """The option's value and the directory a relative path in it is relative to.
 
@@ -330,12 +354,14 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-latency-tolerance": parse_fraction,
         "--joules-rounds": parse_rounds,
         "--joules-max-seconds": parse_positive_float,
-        "--joules-warmup": lambda f, v: parse_int(f, v, 0),
+        "--joules-warmup": lambda f, v: parse_int(f, v, 0, maximum=100),
         "--joules-seed": lambda f, v: parse_int(f, v, 0),
         "--joules-require-gpu": parse_bool,
         "--joules-sim-slowdown": parse_positive_float,
         "--joules-noisy-fails": parse_bool,
         "--joules-new-fails": parse_bool,
+        "--joules-allow-new": parse_bool,
+        "--joules-require-baselines": parse_bool,
         "--joules-meter-option": parse_meter_options,
         "--joules-engine-option": parse_engine_options,
         "--joules-no-step-summary": parse_bool,
@@ -361,33 +387,29 @@ def from_config(config: pytest.Config) -> JoulesOptions:
             raise pytest.UsageError(f"{exc} (set by the ini key {ini_key(flag)}{where})") from None
     _settle_engine_options(config, values)
     values["verbosity"] = int(config.getoption("verbose", 0) or 0)
+    _settle_new_tests(config, values)
     if "seed" not in values:
         values["seed"], values["seed_given"] = random_seed(), False
     if "baselines" not in values and not values.get("enabled"):
         values["baselines"] = Path(config.rootpath) / "baselines"  # unused: no need to search
-    elif "baselines" not in values:
-        values["baselines"] = default_baselines(Path(config.rootpath), config.inipath is not None)
-        if config.inipath is None:  # node ids follow the rootdir: key the store from where it lies
-            values["key_base"] = values["baselines"].parent
+    elif values.get("enabled"):
+        # keys and the default store follow the ini file (or the repository), never pytest's
+        # rootdir, which an option's value written after a space can move (anchor.py)
+        from . import anchor
+
+        found = anchor.find(config, {flag for flag, kind, _ in FLAGS if kind != "flag"})
+        values.setdefault("baselines", found.store)
+        values["key_base"] = found.root
+        if found.taken:  # it moved only pytest's rootdir: said in the header, keys unmoved
+            values["anchor_note"] = (f"pytest took {', '.join(found.taken)} for a test path when it chose its rootdir "
+                                     f"(write --option=value); baseline keys stay anchored at {found.root}")
     if values.get("enabled"):
+        from . import outputs
+
+        outputs.check(JoulesOptions(**values))  # before measuring, not after: the store and the paths
         check_baselines(values["baselines"], _given_as(config, "--joules-baselines")
                         if _raw(config, "--joules-baselines")[0] is not None else "the default baselines directory")
     return JoulesOptions(**values)
-
-
-def default_baselines(rootdir: Path, has_ini: bool) -> Path:
-    """The store when no --joules-baselines (or ini key) says where.
-
-    With an ini file pytest's rootdir is that file's directory, the same from wherever pytest
-    runs: `<rootdir>/baselines`. Without one, rootdir is the common ancestor of the arguments and
-    the invocation directory, so `pytest` from a subdirectory gets another rootdir; then the nearest
-    existing `baselines/` from rootdir up to the repository root is taken, and with none there a
-    new store goes to the repository root (rootdir outside a repository).
-    """
-    top = None if has_ini else repository_top(rootdir)
-    if top is None:
-        return rootdir / BASELINES_DIR
-    return nearest_dir(rootdir, BASELINES_DIR) or top / BASELINES_DIR
 
 
 def check_baselines(path: Path, given_as: str) -> None:

@@ -58,6 +58,8 @@ class Recording:
         if tol is None or not self.records:
             return None
         mape, count = self.mape()
+        if mape is None and self.judging.model_refused:
+            return f"--joules-model-tolerance {tol:.2%}: the {self.judging.model_refused}"
         if mape is None:
             return (
                 f"--joules-model-tolerance {tol:.2%}: no measurement had a model prediction inside the "
@@ -157,7 +159,7 @@ class Recording:
             model_file=self._model_file(), json_error=self.json_error, export_errors=list(self.export_errors),
             step_summary=self.step_summary, saved_run=self.saved_run,
             baseline_errors=list(self.judging.baseline_errors), replaced=list(self.judging.replaced),
-            store_existed=self.judging.store_existed,
+            store_existed=self.judging.store_existed, notes=list(self.judging.notes),
         )
 
     def _intervals(self, model: Any) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class JoulesSession:
         self.devices = Devices(options, worker)
         self.judging = Judging(options, self.devices)
         self.recording = Recording(options, self.judging, rootdir=rootdir)
+        from .outcome import Outcomes
+
+        self.outcomes = Outcomes(self.judging, self.recording, worker=worker is not None)
 
     @property
     def is_worker(self) -> bool:
@@ -63,32 +66,43 @@ class JoulesSession:
         model = f", model {o.model}" if o.model else ""
         update = ", updating baselines" if o.update_baselines else ""
         noisy = " (noisy verdicts fail)" if o.noisy_fails else ""
-        noisy += " (tests without a baseline fail)" if o.new_fails else ""
+        if o.new_fails or (o.ci and not o.allow_new):
+            noisy += " (tests without a baseline fail" + (": CI; --joules-allow-new lets them pass)" if not o.new_fails else ")")
+        noisy += " (the store must hold baselines for this device)" if o.require_baselines else ""
         rounds = f"rounds {o.rounds}" + (f" (at most {o.max_seconds:g} s a test)" if o.rounds == "auto" else "")
         seed = f"seed {o.seed}" + ("" if o.seed_given else f" (random; --joules-seed {o.seed} repeats this run)")
         new = "" if self.judging.store_existed else " (does not exist yet)"
         dry = f", {DRY_RUN} (meter none)" if o.meter == "none" else ""
         return (f"joules: engine {engine}{model}, tolerance {o.tolerance:.1%}{noisy}, {rounds}, {seed}, "
-                f"baselines {o.baselines}{new}{update}{dry}")
+                f"baselines {o.baselines}{new}{update}{dry}") + (f"\njoules: {o.anchor_note}" if o.anchor_note else "")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: sees the outcome after xfail and the like
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
-        if call.when == "call" and self.options.update_baselines:
-            # a failing test's baselines are not saved
-            self.judging.test_done(self.recording.records, item.nodeid, passed=report.passed)
+        self.outcomes.phase(item.nodeid, call.when, report)  # a test failed in any phase saves no baseline
         return report
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """xdist controller: a worker's test records, shipped on its teardown report (outcome.py)."""
+        if not self.is_worker:
+            self.outcomes.received(report)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.judging.flush()  # each process (an xdist worker too) writes what it recorded, once
+        self.outcomes.finish()  # the controller (or the only process) writes what was recorded
+        if self.recording.collection_order:  # xdist: workers finish in any order
+            self.recording.records.sort(key=self.recording.record_order)
         self.devices.close()
         if self.is_worker:
             # xdist: ship this worker's measurements to the controller (see pytest_testnodedown)
             payload = {"records": [r.to_dict() for r in self.recording.records], "model_path": self.judging.model_path,
-                       "replaced": self.judging.replaced, "baseline_errors": self.judging.baseline_errors}
+                       "replaced": self.judging.replaced, "baseline_errors": self.judging.baseline_errors,
+                       "notes": self.judging.notes, "model_refused": self.judging.model_refused}
             session.config.workeroutput[WORKER_KEY] = json.dumps(payload, default=str)  # type: ignore[attr-defined]  # set by xdist
             return
         rec = self.recording
+        from ..measure.state import annotate
+
+        annotate(rec.records)  # each measurement's device state, against the session's usual one
         if rec.model_check() and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         rec.write_json()
@@ -123,6 +137,8 @@ class JoulesSession:
         self.judging.model_path = self.judging.model_path or payload.get("model_path")
         self.judging.replaced += payload.get("replaced", [])
         self.judging.baseline_errors += payload.get("baseline_errors", [])
+        self.judging.add_notes(payload.get("notes", []))
+        self.judging.model_refused = self.judging.model_refused or payload.get("model_refused")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from ..report.summary import write_summary

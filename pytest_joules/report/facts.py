@@ -83,6 +83,9 @@ class Summary:
     baseline_errors: list[str] = field(default_factory=list)
     replaced: list[dict[str, Any]] = field(default_factory=list)
     store_existed: bool = True
+    #: session-wide facts about the store and the model (a refused model, migrated files, the
+    #: devices a store holds baselines for when this one has none), shown in yellow
+    notes: list[str] = field(default_factory=list)
 
     @property
     def simulated(self) -> bool:

@@ -24,6 +24,24 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
+#: what matplotlib's Agg canvas writes (FigureCanvasAgg.get_supported_filetypes(), matplotlib 3.7+)
+FORMATS = ("avif", "eps", "gif", "jpeg", "jpg", "pdf", "pgf", "png", "ps", "raw", "rgba", "svg", "svgz",
+           "tif", "tiff", "webp")
+
+
+def check_plot_path(path: str | os.PathLike[str], flag: str = "--plot") -> None:
+    """ConfigError unless `path` names a figure file matplotlib can write, checked before any work:
+    a directory (`--plot .` wrote a hidden `./.png`), no extension, or one it cannot write."""
+    target = Path(path)
+    name = target.name or str(path)
+    if target.is_dir() or not target.suffix or name.startswith(".") and name.count(".") == 1:
+        raise ConfigError(f"{flag} {path}: give a file name with an extension, such as "
+                          f"{'trend' if name in ('', '.', '..') or target.is_dir() else name}.png")
+    if target.suffix.lower().lstrip(".") not in FORMATS:
+        raise ConfigError(f"{flag} {path}: matplotlib cannot write {target.suffix!r} figures; use one of "
+                          f".png, .svg, .pdf (all: {', '.join(FORMATS)})")
+
+
 def save_plot(
     path: str | os.PathLike[str],
     points: Sequence[Point],
@@ -38,9 +56,7 @@ def save_plot(
     points = list(points)
     if not points:
         raise ConfigError("nothing to plot: no points")
-    if Path(path).is_dir() or not Path(path).suffix:
-        # matplotlib would quietly write PATH.png instead, and the report would name a file that is not there
-        raise ConfigError(f"cannot write plot {path}: give a file name with an extension, such as {Path(path).name or 'plot'}.png")
+    check_plot_path(path)  # matplotlib would quietly write PATH.png instead of a path without an extension
     Figure, FigureCanvasAgg = _matplotlib()  # the Agg canvas directly: no pyplot, no global backend
     fig = Figure(figsize=(14, 6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -142,7 +158,8 @@ def _draw_curves(ax, points: Sequence[Point], models: Sequence[FittedModel]) -> 
 
 
 def save_trend(path: str | os.PathLike[str], series: Sequence[Any]) -> None:
-    """One line per series over the run ids (`history.Series`)."""
+    """One line per series over the run ids (`runs.Series`)."""
+    check_plot_path(path)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -164,5 +181,7 @@ def save_trend(path: str | os.PathLike[str], series: Sequence[Any]) -> None:
     ax.legend(fontsize="small")
     try:
         fig.savefig(path, dpi=110)
+    except ValueError as exc:  # a format matplotlib cannot write after all
+        raise ConfigError(f"--plot {path}: {exc}") from None
     except OSError as exc:
         raise DataError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None

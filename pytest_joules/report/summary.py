@@ -324,6 +324,9 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
     if idle:  # nvml meter option idle_s: shown beside J/tok, never subtracted from it
         lines.append(Text(f"idle power of the metered GPUs: {sig(idle[0])} W, measured before the first test (meter "
                           "option idle_s); J/tok includes it, each round's info has joules_above_idle", style="dim"))
+    lines += _lines("device state: readings a GPU may not repeat (taken throttled, or far from the usual temperature)",
+                    (r for r in records if r.device_state and r.device_state.get("flags")), "yellow",
+                    lambda r: f"{r.key}: {'; '.join((r.device_state or {}).get('flags', []))}")
     host_bound = [r for r in records if r.host_bound]
     if host_bound:
         from ..measure.measurement import HOST_BOUND_FIX
@@ -343,8 +346,12 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
         if kept:  # one line, not a list: these are the tests whose energy did not change
             lines.append(Text(f"baselines kept for {len(kept)} test(s) whose energy did not change (this run passes "
                               "against them); delete an entry to record it anew", style="dim"))
+    failed = "the test failed"
     lines += _lines("baselines not saved: the test failed (fix it, then record again)",
-                    (r for r in records if r.baseline_not_saved), "bold yellow", lambda r: f"{r.key}")
+                    (r for r in records if r.baseline_not_saved == failed), "bold yellow", lambda r: f"{r.key}")
+    lines += _lines("baselines not saved: the store could not write them (see above)",
+                    (r for r in records if r.baseline_not_saved and r.baseline_not_saved != failed), "bold red",
+                    lambda r: f"{r.key}")
     return lines
 
 
@@ -382,6 +389,7 @@ def footprint_lines(footprint: Any, records: list[ResultRecord], verbosity: int)
 def _store_lines(state: Summary, records: list[ResultRecord]) -> list[Text]:
     """What happened to the baseline store as a whole: errors, replaced files, a store made anew."""
     lines = [Text(error, style="bold red") for error in state.baseline_errors]
+    lines += [Text(note, style="bold yellow") for note in state.notes]
     saved = {r.key for r in records if r.baseline_updated}
     for r in state.replaced:
         dropped = [k for k in r["old_keys"] if k not in saved]

@@ -27,6 +27,7 @@ from ..engines.workload import Workload
 from .architectures import Architecture
 from .gpus import GPU
 from .noise import HostState, draw_run, hiccups, session_power
+from .thermal import BOOST_CLOCK_MHZ, Thermal
 from .physics import StepModel
 from .profile import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, RunCost, StepProfile
 from .runtime import DEFAULT_RUNTIME, get_runtime
@@ -62,6 +63,12 @@ class _Stream:
         self.host = HostState(self.rng, noise, variability)
 
 
+#: beyond these the simulation is no device (noise 1 is realistic; a 1000x slower step takes
+#: minutes) and its hiccup draws and counter waits grow without bound: a run never ended
+MAX_NOISE = 10.0
+MAX_SLOWDOWN = 1000.0
+
+
 class SimDevice:
     """A simulated GPU running one architecture. `run(workload)` advances `clock_s` and
     `energy_j` like real time and the GPU's energy would; `energy_mj` is the counter a meter reads,
@@ -70,8 +77,11 @@ class SimDevice:
     def __init__(self, arch: Architecture, gpu: GPU, *, dtype_bytes: int = 2, slowdown: float = 1.0, seed: int = 0,
                  runtime: str = DEFAULT_RUNTIME, noise: float = 1.0, tp: int = 1,
                  host_s: float | None = None, host_seq_s: float | None = None):
-        if not noise >= 0:
-            raise ConfigError(f"sim noise must be a non-negative number (0 = exact, 1 = realistic), got {noise!r}")
+        if not 0 <= noise <= MAX_NOISE:
+            raise ConfigError(f"sim noise must be a number from 0 to {MAX_NOISE:g} (0 = exact, 1 = realistic), got {noise!r}")
+        if not 0 < slowdown <= MAX_SLOWDOWN:
+            raise ConfigError(f"sim slowdown must be a number above 0 and at most {MAX_SLOWDOWN:g} (1.0 = normal, "
+                              f"1.1 = 10% slower), got {slowdown!r}")
         if arch.heads % tp:
             raise ConfigError(f"{arch.name} has {arch.heads} attention heads, which {tp} GPUs cannot share evenly; "
                               "use a tp that divides them")
@@ -93,6 +103,7 @@ class SimDevice:
         self.clock_s = 0.0
         self.energy_j = 0.0
         self.busy_s = 0.0  # seconds the GPU ran kernels (NVML's utilisation counts these)
+        self.thermal = Thermal(gpu.board_watts, gpu.idle_watts)  # reported in each window's state only
         self.runs = 0
         self.power_factor = session_power(self.seed, self.noise)
         self.counter_phase_s = float(np.random.default_rng([self.seed, 7919]).uniform(0, COUNTER_PERIOD_S))
@@ -146,6 +157,7 @@ class SimDevice:
         t0, e0 = self.clock_s, self.energy_j
         self.clock_s += seconds
         self.energy_j += joules
+        self.thermal.advance(seconds, joules)
         self.busy_s += busy
         if idle and self._idle_tail and self._segments:  # one segment per stretch of idle polling
             t0, e0 = self._segments.pop()[::2]
@@ -154,6 +166,11 @@ class SimDevice:
         # the counter looks back at most one period: keep a few
         while len(self._segments) > 2 and self._segments[1][1] < self.clock_s - 2 * COUNTER_PERIOD_S:
             self._segments.pop(0)
+
+    def state(self) -> dict[str, Any]:
+        """What a window records of the device besides its energy (SIMULATED; sim/thermal.py)."""
+        return {"temperature_c": round(self.thermal.temperature_c, 1), "sm_clock_mhz": BOOST_CLOCK_MHZ.get(self.gpu.name),
+                "throttle_reasons": [], "throttled": [], "power_limit_w": self.gpu.board_watts, "simulated": True}
 
     def fingerprint(self) -> dict[str, Any]:
         out = {

@@ -31,36 +31,27 @@ device directory keeps them and the backups out of `git add`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
 import os
-import re
 import shutil
 import stat
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TypeGuard
+from typing import Any, Mapping, TypeGuard
 
 from ..errors import DataError
+from .directories import (LOCK_NAME, LOCK_TIMEOUT_S, check_directory, ensure_gitignore, fix_for,  # noqa: F401
+                          locked, remove_stale_temps)
 from .fingerprint import device_slug, differences, engine_stem
-from .results import atomic_write_json, finite_number, load_json, temp_prefix, write_target
+from .results import atomic_write_json, finite_number, load_json, write_target
 from ..engines.mix import traffic_labels
 from ..engines.workload import Workload
 
 SCHEMA = "pytest-joules/baselines/1"
 FIX = "restore it from version control or delete it, then record again with --joules-update-baselines"
-
-#: written into each device directory the store creates (never over one that exists)
-GITIGNORE = (
-    "# pytest-joules: temporary files of interrupted writes, and baseline files a fingerprint\n"
-    "# change replaced (kept for you to compare; not baselines)\n"
-    ".*.tmp\n"
-    "*.bak\n"
-    ".joules.lock\n"
-)
 
 #: staged entries are written at the end of the session, and meanwhile at most this often (so a
 #: crash hours into a GPU session loses minutes of recording, not all of it) ...
@@ -238,52 +229,6 @@ def parse_file(path: Path, data: Any) -> tuple[dict[str, Any], dict[str, Entry]]
     return fp, {key: _entry(path, key, item) for key, item in entries.items()}
 
 
-#: the lock file of a store directory (and of `.joules/`), held across read-merge-write
-LOCK_NAME = ".joules.lock"
-#: how long a writer waits for another process's lock before saying which file holds it
-LOCK_TIMEOUT_S = 120.0
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock on the directory, held across read-merge-write, through `filelock` (an OS
-    lock on `.joules.lock`: released by the OS if the process dies, so a stale file never blocks)."""
-    from filelock import FileLock, Timeout
-
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(directory / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise DataError(f"{directory / LOCK_NAME}: another pytest-joules process has held this store's lock for "
-                        f"{LOCK_TIMEOUT_S:.0f} s; let it finish (or stop it) and run again") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _remove_stale_temps(target: Path) -> list[Path]:
-    """Delete what killed writes of `target` left (atomic_write_json's names); call under the lock,
-    where no live write of this file can be under way."""
-    pattern = re.compile(re.escape(temp_prefix(target)) + r"[A-Za-z0-9_]{8}\.tmp")
-    removed = []
-    for entry in os.scandir(target.parent):
-        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-    return removed
-
-
-def _ensure_gitignore(directory: Path) -> None:
-    ignore = directory / ".gitignore"
-    if not os.path.lexists(ignore):
-        tmp = directory / ".gitignore.joules-tmp"  # under the lock: no other writer of this name
-        tmp.write_text(GITIGNORE, encoding="utf-8")
-        os.replace(tmp, ignore)
-
-
 class BaselineStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -292,12 +237,27 @@ class BaselineStore:
         self._pending: dict[Path, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
         self._last_flush = time.monotonic()
         self._last_write_s = 0.0
+        #: the file an identity's baselines were read from, where it is an old-named one (migrate.py)
+        self._sources: dict[Path, Path] = {}
+        #: device directories migrated to full-identity names by this store, and what moved
+        self._migrated_dirs: set[Path] = set()
+        self.migrated: list[Any] = []
 
     def path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.json"
 
     def model_path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.model.json"
+
+    def model_source_for(self, fp: Mapping[str, Any]) -> Path:
+        """The model file to read for `fp`: the full-identity name, else a pre-0.2 one that
+        belongs to `fp` (migrate.legacy_model), else the full-identity name (absent)."""
+        path = self.model_path_for(fp)
+        if os.path.lexists(path):
+            return path
+        from .migrate import legacy_model
+
+        return legacy_model(self.root, fp, self.path_for) or path
 
     def _load(self, path: Path) -> Any:
         """The file's JSON; DataError (with the fix) when unreadable. `path` must exist."""
@@ -326,17 +286,37 @@ class BaselineStore:
             "file's entries; the old file is kept as .bak) or point --joules-baselines at a separate directory"
         )
 
+    def _read_identity(self, fp: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Entry]] | None:
+        """The file of `fp`'s identity; where only a file of the pre-0.2 name holds it, that one."""
+        from .migrate import legacy_source
+
+        path = self.path_for(fp)
+        check_directory(path.parent)
+        if os.path.lexists(path):
+            return self._read(path)
+        old = legacy_source(self.root, fp, self.path_for)
+        if old is None:
+            return None
+        try:
+            found = self._read(old)
+        except DataError:
+            if not os.path.lexists(old) and os.path.lexists(path):  # migrated meanwhile by another process
+                return self._read(path)
+            raise
+        self._sources[path] = old
+        return found
+
     def lookup(self, fp: Mapping[str, Any], key: str, workload: Workload) -> Lookup:
         """The baseline of test `key`; raises DataError (bad file) or FingerprintMismatch."""
         path = self.path_for(fp)
         if path not in self._cache:
-            self._cache[path] = self._read(path)
+            self._cache[path] = self._read_identity(fp)
         cached = self._cache[path]
         if cached is None:
             return Lookup(None)
         recorded, entries = cached
         if recorded != fp:
-            raise self._mismatch(path, recorded, fp)
+            raise self._mismatch(self._sources.get(path, path), recorded, fp)
         entry = entries.get(key)
         if entry is None:
             return Lookup(None)
@@ -345,9 +325,22 @@ class BaselineStore:
             return Lookup(None, f"baseline was recorded for another workload ({was}); record it again")
         return Lookup(entry)
 
+    def holds(self, fp: Mapping[str, Any]) -> bool:
+        """Whether the store has a file for `fp`'s identity (of the new name or a pre-0.2 one)."""
+        from .migrate import legacy_source
+
+        path = self.path_for(fp)
+        return os.path.lexists(path) or legacy_source(self.root, fp, self.path_for) is not None
+
+    def inventory(self) -> list[tuple[Path, dict[str, Any], int]]:
+        """Every readable baseline file of the store: (path, fingerprint, number of entries)."""
+        from .migrate import inventory
+
+        return inventory(self.root)
+
     # -- recording ----------------------------------------------------------------------------
-    def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None,
-              latency: Mapping[str, float | None] | None = None) -> Path:
+    def stage(self, fp: Mapping[str, Any], key: str, workload: Workload | Mapping[str, Any], rounds: list[float],
+              spread: float | None, latency: Mapping[str, float | None] | None = None) -> Path:
         """Keep one test's rounds for the next `flush`; DataError when its file could not be written."""
         if not rounds:
             raise ValueError("no valid rounds to record")
@@ -356,7 +349,8 @@ class BaselineStore:
             self._check_writable(path)
             self._pending[path] = (dict(fp), {})
         self._pending[path][1][key] = {
-            "workload": workload_dict(workload),
+            # a workload, or its dict as `workload_dict` made it (shipped from an xdist worker)
+            "workload": workload_dict(workload) if isinstance(workload, Workload) else dict(workload),
             # full precision, as results JSON keeps them: the plugin and `joules compare` judge the
             # same numbers, so a change at the tolerance gets one verdict from both
             "rounds": [float(r) for r in rounds],
@@ -367,19 +361,9 @@ class BaselineStore:
             self._pending[path][1][key]["latency"] = {k: v for k, v in latency.items() if v is not None}
         return path
 
-    def unstage(self, fp: Mapping[str, Any], key: str) -> bool:
-        """Drop a staged entry before it is written (its test failed); False when none was staged."""
-        path = self.path_for(fp)
-        staged = self._pending.get(path)
-        if staged is None or key not in staged[1]:
-            return False
-        del staged[1][key]
-        if not staged[1]:
-            del self._pending[path]
-        return True
-
     def _check_writable(self, path: Path) -> None:
         """Fail the first test recorded into an unwritable place, not the session's end."""
+        check_directory(path.parent)
         directory = write_target(path).parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -388,12 +372,17 @@ class BaselineStore:
         except OSError as exc:
             raise self._unwritable(path, exc) from None
 
+    def check_writable(self, fp: Mapping[str, Any]) -> None:
+        """DataError when `fp`'s baseline file could not be written (before measuring more)."""
+        self._check_writable(self.path_for(fp))
+
+    def pending_keys(self) -> list[str]:
+        """The keys staged and not yet written (after a failed flush)."""
+        return [key for _, entries in self._pending.values() for key in entries]
+
     @staticmethod
     def _unwritable(path: Path, exc: OSError) -> DataError:
-        return DataError(
-            f"cannot write baseline file {path}: {exc.strerror or exc}; make {path.parent} writable "
-            "or point --joules-baselines at a writable directory"
-        )
+        return DataError(f"cannot write baseline file {path}: {exc.strerror or exc}; {fix_for(exc, path)}")
 
     @property
     def pending(self) -> int:
@@ -429,6 +418,19 @@ class BaselineStore:
         self.flush()
         return path
 
+    def _migrate(self, directory: Path) -> None:
+        """Once per device directory: rename its pre-0.2 files to full-identity names (migrate.py)."""
+        if directory in self._migrated_dirs or not directory.is_dir():
+            return
+        from .migrate import migrate_directory
+
+        with locked(directory):
+            moved = migrate_directory(directory, self.path_for)
+        self._migrated_dirs.add(directory)
+        self.migrated += moved
+        for m in moved:  # what was read under the old name is now under the new one
+            self._sources = {k: v for k, v in self._sources.items() if str(v) != m.old}
+
     def _write(self, path: Path, fp: dict[str, Any], staged: dict[str, dict[str, Any]]) -> Replaced | None:
         """Merge `staged` into the file under the lock, with whatever other workers wrote meanwhile.
 
@@ -436,10 +438,11 @@ class BaselineStore:
         replaced (that is what --joules-update-baselines asks for on a new device), its old
         content kept as `<file>.bak`.
         """
+        self._migrate(path.parent)
         target = write_target(path)
-        with _locked(target.parent):
-            _remove_stale_temps(target)
-            _ensure_gitignore(path.parent)  # the store's own directory, not a link's target's
+        with locked(target.parent):
+            remove_stale_temps(target)
+            ensure_gitignore(path.parent)  # the store's own directory, not a link's target's
             existed = os.path.exists(target)
             data = self._load(target) if existed else None
             parsed = parse_file(path, data) if existed else None  # raises on a corrupted file: never overwrite it

@@ -82,8 +82,38 @@ def device_slug(fp: Mapping[str, Any]) -> str:
     return name
 
 
+#: a model slug longer than this is cut, and a hash of the whole name keeps the file name unique
+MODEL_SLUG_MAX = 48
+
+
+def _short_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
 def engine_stem(fp: Mapping[str, Any]) -> str:
-    """`<engine-kind>-<model-slug>`; a model given as a path is named by its last component."""
+    """`<kind>-<model>-<dtype>-<runtime>`: every part of the engine's identity that selects another
+    configuration of one engine, so two configurations never share (and evict) a file. A model
+    given as a path is named by its last component plus a hash of the whole path (`/engines/a/fp8`
+    and `/engines/b/fp8` differ); a name too long for a file is cut and hashed likewise. The
+    version is left out on purpose: an upgraded engine finds its old file and fails naming the
+    version that changed (see baselines.FingerprintMismatch), instead of passing as "new"."""
+    eng = fp.get("engine", {})
+    model = str(eng.get("model") or "default")
+    whole = model.rstrip("/\\") or model
+    name = slug(re.split(r"[\\/]", whole)[-1])
+    hashed = name != slug(whole) or len(name) > MODEL_SLUG_MAX
+    parts = [slug(eng.get("kind") or "engine"), name[:MODEL_SLUG_MAX].strip("-")]
+    parts += [slug(eng[key]) for key in ("dtype", "runtime") if eng.get(key) not in (None, "")]
+    if hashed:
+        parts.append(_short_hash(whole))
+    return "-".join(parts)
+
+
+def legacy_engine_stem(fp: Mapping[str, Any]) -> str:
+    """The file name of stores written before 0.2 (`<kind>-<model's last part>`): read and
+    migrated by store/migrate.py, never written."""
     eng = fp.get("engine", {})
     model = str(eng.get("model") or "default")
     if "/" in model or "\\" in model:
@@ -91,7 +121,7 @@ def engine_stem(fp: Mapping[str, Any]) -> str:
     return f"{slug(eng.get('kind') or 'engine')}-{slug(model)}"
 
 
-def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], then: str = "baseline") -> list[str]:
     """Human-readable differences, e.g. "device.power_limit_w: 700 (baseline) vs 600 (now)"."""
     out = []
     for section in ("device", "engine"):
@@ -99,7 +129,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list
         new = current.get(section) or {}
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
-                out.append(f"{section}.{key}: {old.get(key)!r} (baseline) vs {new.get(key)!r} (now)")
+                out.append(f"{section}.{key}: {old.get(key)!r} ({then}) vs {new.get(key)!r} (now)")
     return out
 
 

@@ -17,7 +17,8 @@ from ..measure.measurement import Measurement, Round
 
 #: keys a plugin record carries and a `joules sweep` result does not: written only when set
 TEST_FIELDS = ("key", "baseline_note", "baseline_updated", "extrapolated", "model_batching",
-               "baseline_latency", "latency_regression", "nodeid", "test", "label", "baseline_not_saved")
+               "baseline_latency", "latency_regression", "nodeid", "test", "label", "baseline_not_saved",
+               "device_state")
 #: keys written only when set: `traffic` describes a mix, arrivals or prompt file (engines/mix.py)
 OPTIONAL_FIELDS = ("traffic",)
 _VERDICT_KEYS = ("status", "current", "baseline", "delta", "tolerance", "detail",
@@ -116,6 +117,8 @@ class ResultRecord:
     label: str | None = None
     #: why a recorded baseline was dropped again (the test failed)
     baseline_not_saved: str | None = None
+    #: the device's state over the windows, and flags for doubtful readings (measure/state.py)
+    device_state: dict[str, Any] | None = None
     #: keys of a record read back that this version does not know: written back unchanged
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -107,6 +107,32 @@ def _names_a_descriptor(path: str | os.PathLike[str]) -> bool:
     return False
 
 
+#: how long a write into a FIFO waits for a process to read it before giving up
+FIFO_WAIT_S = 10.0
+
+
+def _write_fifo(path: str | os.PathLike[str], text: str) -> None:
+    """Write into a named pipe: opening one that no process reads would block for ever (a session
+    that hung after its tests), so the open is non-blocking and waits FIFO_WAIT_S for a reader."""
+    import time
+
+    deadline = time.monotonic() + FIFO_WAIT_S
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ENXIO, f"{path} is a FIFO that no process read within {FIFO_WAIT_S:g} s; "
+                                           "start its reader first (e.g. `cat FIFO &`)") from None
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON so that a reader sees the old file or the new one, never half of one.
 
@@ -121,7 +147,10 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     except FileNotFoundError:
         mode = None
     if mode is not None and (not stat.S_ISREG(mode) or _names_a_descriptor(path)):
-        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISREG(mode):
+        if stat.S_ISFIFO(mode):
+            _write_fifo(path, text)
+            return
+        if stat.S_ISCHR(mode) or stat.S_ISREG(mode):
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
             return
@@ -170,11 +199,29 @@ def _depth_exceeds(data: Any, limit: int) -> bool:
     return False
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict; a key given twice is an error (JSON would keep the last one
+    without a word: a hand-merged baseline file that lists a test twice)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return out
+
+
 def load_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, turning every way it can be bad into a DataError naming the file."""
+    """Read a JSON file, turning every way it can be bad into a DataError naming the file. A
+    UTF-8 byte order mark (Windows editors write one) is read past; a key given twice in one
+    object is refused."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -182,9 +229,12 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except _DuplicateKey as exc:
+        raise DataError(f"{path}: the key {exc.key!r} appears twice in one object, and JSON would keep only the "
+                        "last one without a word; remove the one you do not mean") from None
     except ValueError as exc:  # an integer of more than 4300 digits
         raise DataError(f"{path}: a number in it cannot be read: {exc}") from None
     except RecursionError:

@@ -64,7 +64,7 @@ def file_name(number: int, document: dict[str, Any]) -> str:
 def save_run(storage: Path, document: dict[str, Any]) -> SavedRun:
     """Write `document` as the next numbered run; the number is taken under a lock so two sessions
     saving at once get two numbers."""
-    from .baselines import _locked
+    from .directories import locked as _locked
     from .results import atomic_write_json
 
     try:

@@ -319,15 +319,16 @@ def rerun(plan: Plan, budget: Budget, out: Path, cap_s: float, runner: Runner = 
     tests = "".join(TEST.format(name=n, n_in=i, n_out=o, requests=plan.requests) for n, i, o in plan.tests)
     (work / "test_check_energy.py").write_text(TEST_FILE.format(tests=tests))
     cmd = [sys.executable, "-m", "pytest", "test_check_energy.py", "-q", "-p", "no:cacheprovider", "--joules",
-           "--joules-engine", "hf", "--joules-model", plan.model, "--joules-meter", plan.meter,
-           "--joules-baselines", "baselines", "--joules-max-seconds", f"{plan.max_seconds:g}",
+           # paths with "=": pytest would take a value after a space for a test path (plugin/anchor.py)
+           "--joules-engine", "hf", f"--joules-model={plan.model}", "--joules-meter", plan.meter,
+           "--joules-baselines=baselines", "--joules-max-seconds", f"{plan.max_seconds:g}",
            "--joules-tolerance", f"{tolerance:g}",
            "--joules-no-step-summary", "-o", "junit_family=xunit1"]
     start = time.monotonic()
     sessions = {}
     for name, extra, share in (("record", ["--joules-update-baselines"], 0.5), ("rerun", [], 1.0)):
         left = cap_s - (time.monotonic() - start)
-        args = [*cmd, *extra, "--joules-json", str(out / f"plugin-{name}.json"), "--junitxml", f"{name}.xml"]
+        args = [*cmd, *extra, f"--joules-json={out / f'plugin-{name}.json'}", "--junitxml", f"{name}.xml"]
         rc, seconds = _session(runner, args, work, left * share, work / f"{name}.log")
         sessions[name] = {"returncode": rc, "seconds": seconds,
                           "results": _verdicts(out / f"plugin-{name}.json", _wall_times(work / f"{name}.xml"))}

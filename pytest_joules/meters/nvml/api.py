@@ -158,6 +158,13 @@ class NvmlApi:
             name = "nvmlDeviceGetCurrentClocksThrottleReasons"
         return int(self._call(name, handle))
 
+    def lock_sm_clocks(self, handle: Any, mhz: int) -> None:
+        """Hold the SM clock at `mhz` (min = max; needs root, Volta or newer)."""
+        self._call("nvmlDeviceSetGpuLockedClocks", handle, mhz, mhz)
+
+    def reset_sm_clocks(self, handle: Any) -> None:
+        self._call("nvmlDeviceResetGpuLockedClocks", handle)
+
     def compute_pids(self, handle: Any) -> list[int]:
         return [int(p.pid) for p in self._call("nvmlDeviceGetComputeRunningProcesses", handle)]
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import MeterUnavailable
 from ..base import MeterSpec
+from .conditions import lock_clocks
 from .api import NOT_SUPPORTED, NvmlApi, NvmlCallError, open_api, quiet_shutdown
 from .devices import own_pids, resolve_device, visible_devices
 from .meter import NvmlMeter
@@ -108,13 +109,16 @@ def build(spec: MeterSpec, engine: Engine, api_factory: Callable[[], Any] = Nvml
         for gpu in gpus.values():
             if opt.idle_s > 0:
                 gpu.idle_w = _idle_watts(api, gpu, opt.idle_s, opt.sample_interval_s)
+        locked = lock_clocks(api, list(gpus.values()), int(opt.lock_sm_clock_mhz)) if opt.lock_sm_clock_mhz else []
     except NvmlCallError as exc:
         quiet_shutdown(api)
         raise MeterUnavailable(f"NVML failed while setting up the meter: {exc}") from None
     except BaseException:
         quiet_shutdown(api)
         raise
-    return NvmlMeter(api, list(gpus.values()), opt, pids=pids, clock=clock, sleep=sleep)
+    meter = NvmlMeter(api, list(gpus.values()), opt, pids=pids, clock=clock, sleep=sleep)
+    meter.locked = locked  # reset when the meter closes
+    return meter
 
 
 def create(spec: MeterSpec, engine: Engine) -> NvmlMeter:

@@ -15,6 +15,7 @@ from ...errors import InvalidMeasurement, MeterUnavailable
 from ..base import MeterReading
 from ..ticks import CounterStuck, Tick, settle, wait_for_ticks
 from .api import NvmlCallError
+from .conditions import precondition, reset_clocks, start_state, window_state
 from .devices import own_pids
 from .validity import WindowJudge
 from .options import GpuEnergy, MeteredGpu, NvmlOptions
@@ -41,6 +42,11 @@ class NvmlMeter:
         self._stuck: str | None = None  # why the window cannot be aligned (a counter did not move)
         self._waited = 0.0  # seconds this window spent waiting for ticks and the sampling shift
         self._closed = False
+        #: GPUs whose SM clock the meter locked (meter option lock_sm_clock_mhz), reset at close
+        self.locked: list[MeteredGpu] = []
+        #: what preconditioning did, recorded in the next window's info (once)
+        self._preconditioned: dict[str, Any] | None = None
+        self._precondition_done = options.precondition_s <= 0
 
     def _counters(self) -> list[MeteredGpu]:
         return [g for g in self._gpus if g.counter]
@@ -58,8 +64,7 @@ class NvmlMeter:
             raise MeterUnavailable("the nvml meter was closed")
         self._stuck = None
         for gpu in self._gpus:
-            gpu.start = {"temperature_c": self._judge.soft(self._api.temperature_c, gpu),
-                         "others": self._judge.others(gpu)}
+            gpu.start = {**start_state(self._api, gpu, self._judge.soft), "others": self._judge.others(gpu)}
             gpu.util_mark = self._judge.util_mark(gpu)
         for gpu in self._sampled():  # before the tick wait: the samples must span the window
             gpu.sampler = PowerSampler(self._watts_of(gpu), self._opt.sample_interval_s, clock=self._clock)
@@ -147,6 +152,9 @@ class NvmlMeter:
         info["tick_bound_j"] = sum(bounds) if bounds else None
         known = [g["gpu_util"] for g in info["gpus"].values() if g["gpu_util"] is not None]
         info["gpu_util"] = sum(known) / len(known) if known else None
+        info["state"] = window_state(info["gpus"], self._opt.lock_sm_clock_mhz if self.locked else 0.0)
+        if self._preconditioned is not None:
+            info["preconditioned"], self._preconditioned = self._preconditioned, None
         if any(g.idle_w is not None for g in self._gpus):
             idle = sum(g.idle_w or 0.0 for g in self._gpus)
             info["idle_watts"] = idle
@@ -252,10 +260,19 @@ class NvmlMeter:
                     pass
                 gpu.sampler = None
 
+    def precondition(self, run_once: Callable[[], None]) -> None:
+        """Meter option precondition_s: once per session, before the first window, run the
+        workload until the GPU temperature settles (conditions.py)."""
+        if self._precondition_done:
+            return
+        self._precondition_done = True
+        self._preconditioned = precondition(self._api, self._gpus, self._opt, run_once, self._clock)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        reset_clocks(self._api, self.locked)
         self._stop_samplers()
         try:
             self._api.shutdown()

@@ -55,12 +55,19 @@ class NvmlOptions:
     tick_timeout_s: float = 0.5  # a counter that does not move this long is stuck (default 5 update periods)
     min_sampling_window_s: float = 5.0  # the shortest window power sampling can measure
     power_average_s: float = 1.0  # the power reading averages this long (Hopper: 1 s)
+    # optional, off by default (meters/nvml/conditions.py): hold the SM clock (needs root) and warm
+    # the GPU up until its temperature settles before the first window
+    lock_sm_clock_mhz: float = 0.0
+    precondition_s: float = 0.0  # at most this long; 0: off
+    settle_c: float = 1.0  # settled: the temperature rose less than this over settle_window_s
+    settle_window_s: float = 30.0
 
     @classmethod
     def from_spec(cls, spec: MeterSpec) -> NvmlOptions:
         numeric = ("min_window_s", "update_period_s", "sample_interval_s", "max_power_factor", "min_watts", "idle_s",
-                   "poll_s", "tick_timeout_s", "min_sampling_window_s", "power_average_s")
-        positive = ("poll_s", "tick_timeout_s")
+                   "poll_s", "tick_timeout_s", "min_sampling_window_s", "power_average_s",
+                   "lock_sm_clock_mhz", "precondition_s", "settle_c", "settle_window_s")
+        positive = ("poll_s", "tick_timeout_s", "settle_c", "settle_window_s")
         reject_unknown_options("nvml", spec.options, (*numeric, "devices", "align"))
         values: dict[str, Any] = {
             name: number_option("nvml", spec.options, name, 0.0, positive=name in positive)

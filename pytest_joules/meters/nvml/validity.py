@@ -107,7 +107,9 @@ class WindowJudge:
             "temperature_c_start": gpu.start.get("temperature_c"),
             "temperature_c_end": self.soft(self._api.temperature_c, gpu),
             "clocks_mhz": self.soft(self._api.clocks_mhz, gpu),
+            "clocks_mhz_start": gpu.start.get("clocks_mhz"),
             "throttle_reasons": reasons,
+            "throttle_reasons_start": gpu.start.get("throttle_reasons"),
             "other_pids": others,
         }
         if gpu.idle_w is not None:
