@@ -17,4 +17,4 @@ def test_chat_traffic(joules):
     # Sent at once, the short replies finish first and the long ones run on in a shrinking batch:
     # the mix costs about twice what the per-point model predicts from requests of one length
     # ("vs model"). On an engine that serves over time, concurrency=16 keeps the batch full.
-    assert m.j_per_out_token < 0.5, f"chat traffic costs {m.j_per_out_token:.3f} J/token, budget 0.5"
+    assert m.j_per_out_token < 0.6, f"chat traffic costs {m.j_per_out_token:.3f} J/token, budget 0.6"
