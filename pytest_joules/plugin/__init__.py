@@ -44,6 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
             opts = dataclasses.replace(opts, seed=int(config.workerinput[session.SEED_KEY]))
     state = session.JoulesSession(opts, worker=worker, rootdir=config.rootpath)
+    if worker is not None and session.SESSION_ID_KEY in config.workerinput:
+        state.judging.drift.session_id = str(config.workerinput[session.SESSION_ID_KEY])
     config.stash[session.STASH] = state
     config.pluginmanager.register(state, session.PLUGIN_NAME)
 

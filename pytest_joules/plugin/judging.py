@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError
 from ..judge import verdict as V
 from .devices import Devices
+from .drifting import SessionDrift
 from .options import JoulesOptions
 
 if TYPE_CHECKING:
@@ -36,12 +37,16 @@ class Judged:
     baseline_updated: bool = False
     extrapolated: bool = False
     model_batching: str | None = None
+    #: the drift model's inputs (plugin/drifting.py), for the session's end
+    drift: dict[str, Any] | None = None
 
     def record_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"key": self.key, "baseline_note": self.baseline_note,
                                   "baseline_updated": self.baseline_updated, "extrapolated": self.extrapolated}
         if self.model_batching is not None:
             fields["model_batching"] = self.model_batching
+        if self.drift is not None:
+            fields["drift"] = self.drift
         return fields
 
 
@@ -62,6 +67,9 @@ class Judging:
         self._store: BaselineStore | None = None
         self._models: list[FittedModel] | None = None
         self._model_error: str | None = None
+        #: the drift between sessions: this session's shift and the device's spread (drifting.py);
+        #: its session id names the session in the baselines it records (xdist workers get the controller's)
+        self.drift = SessionDrift(options, lambda: self.store, new_session_id())
 
     @property
     def store(self) -> BaselineStore:
@@ -138,9 +146,9 @@ class Judging:
             found = self.store.lookup(self.devices.fingerprint, key, workload)
         except (FingerprintMismatch, DataError):  # judged (and reported) after measuring
             return stopping.Precise(**budget)
-        if found.entry is None or found.note or len(found.entry.rounds) < 2:
+        if found.entry is None or found.note or sum(len(s) for s in found.entry.sessions) < 2:
             return stopping.Precise(**budget)
-        return stopping.Compare(baseline=list(found.entry.rounds), **budget)
+        return self.drift.rule(found.entry, key, self.devices.fingerprint, tol, self.options.max_seconds)
 
     def _compare(self, m: Measurement, tol: float, judged: Judged) -> bool:
         """Judge `m` against its baseline; False when the baseline file cannot be read."""
@@ -160,9 +168,13 @@ class Judging:
             m.verdict = V.Verdict(ERROR, current=m.j_per_out_token, tolerance=tol, detail=str(exc))
             judged.failures.append(f"baseline store: {exc}")
             return False
-        m.baseline_rounds = list(found.entry.rounds) if found.entry else None
-        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
-                            noisy_fails=self.options.noisy_fails)
+        m.baseline_rounds = [r for s in found.entry.sessions for r in s] if found.entry else None
+        if found.entry is not None and not found.note:
+            m.verdict, judged.drift = self.drift.judge(m.round_values, found.entry, key, self.devices.fingerprint, tol,
+                                                       m.confidence, self.options.noisy_fails)
+        else:
+            m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
+                                noisy_fails=self.options.noisy_fails)
         if found.note:  # recorded for another workload: not comparable
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             judged.baseline_note = found.note
@@ -178,7 +190,8 @@ class Judging:
         """Stage the rounds; they are written at the session's end (or when due, between tests),
         and dropped if the test fails (`test_done`)."""
         try:
-            self.store.stage(self.devices.fingerprint, judged.key, m.workload, m.round_values, m.spread)
+            self.store.stage(self.devices.fingerprint, judged.key, m.workload, m.round_values, m.spread,
+                             session=self.drift.session_id, keep=self.options.baseline_sessions)
             judged.baseline_updated = True
         except DataError as exc:
             judged.failures.append(f"baseline store: {exc}")
@@ -245,6 +258,15 @@ class Judging:
     def model_file(self) -> Any:
         """Where this session's fitted model is (or would be) kept."""
         return self.store.model_path_for(self.devices.fingerprint)
+
+
+def new_session_id() -> str:
+    """This session's name in the baselines it records: its UTC start and a random suffix."""
+    import datetime as _dt
+    import secrets
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"
 
 
 def test_name(key: str) -> str:

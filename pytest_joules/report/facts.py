@@ -36,6 +36,9 @@ class Summary:
     baseline_errors: list[str] = field(default_factory=list)
     replaced: list[dict[str, Any]] = field(default_factory=list)
     store_existed: bool = True
+    #: the drift model's session check (judge/drift_session.SessionResult), and what it failed
+    drift: Any = None
+    drift_failures: list[str] = field(default_factory=list)
 
     @property
     def simulated(self) -> bool:

@@ -47,6 +47,7 @@ from typing import Any, Iterator, Mapping, TypeGuard
 from ..errors import DataError
 from .fingerprint import device_slug, differences, engine_stem
 from .results import atomic_write_json, finite_number, load_json, temp_prefix, write_target
+from .baseline_sessions import Earlier, parse_earlier, with_earlier
 from ..engines.workload import Workload
 
 SCHEMA = "pytest-joules/baselines/1"
@@ -79,6 +80,25 @@ class Entry:
     j_per_out_token: float
     spread: float | None
     recorded: str
+    #: the session that measured `rounds` (None in files of older versions)
+    session: str | None = None
+    #: earlier sessions kept with it, oldest first (judge/drift.py averages their offsets)
+    earlier: tuple[Earlier, ...] = ()
+
+    @property
+    def sessions(self) -> list[list[float]]:
+        """Every session's rounds, oldest first."""
+        return [list(e.rounds) for e in self.earlier] + [list(self.rounds)]
+
+    @property
+    def session_ids(self) -> list[str]:
+        """An id per session (a session recorded by an older version is named by its date)."""
+        return [e.session or f"recorded {e.recorded}" for e in self.earlier] + [self.session or f"recorded {self.recorded}"]
+
+    @property
+    def frame(self) -> str:
+        """The baseline's sessions as one name: tests of one frame share the baseline's drift."""
+        return " + ".join(sorted(self.session_ids))
 
 
 @dataclass(frozen=True)
@@ -176,12 +196,17 @@ def _entry(path: Path, key: str, item: Any) -> Entry:
     recorded = item.get("recorded", "")
     if not isinstance(recorded, str):
         raise DataError(f"{where}: 'recorded' must be a date string, got {recorded!r}; {FIX}")
+    session = item.get("session")
+    if session is not None and not isinstance(session, str):
+        raise DataError(f"{where}: 'session' must be a string or null, got {session!r}; {FIX}")
     return Entry(
         workload=workload,
         rounds=[float(r) for r in rounds],
         j_per_out_token=float(median),
         spread=None if spread is None else float(spread),
         recorded=recorded,
+        session=session,
+        earlier=parse_earlier(where, item.get("earlier_sessions"), FIX),
     )
 
 
@@ -253,6 +278,16 @@ class BaselineStore:
         self._pending: dict[Path, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
         self._last_flush = time.monotonic()
         self._last_write_s = 0.0
+        #: staged entries that add their session to the entry's earlier ones: how many to keep
+        self._keep: dict[tuple[Path, str], int] = {}
+
+    def entries(self, fp: Mapping[str, Any]) -> dict[str, Entry]:
+        """Every entry of the file of `fp` ({} for no file, or one of another fingerprint)."""
+        path = self.path_for(fp)
+        if path not in self._cache:
+            self._cache[path] = self._read(path)
+        cached = self._cache[path]
+        return dict(cached[1]) if cached is not None and cached[0] == fp else {}
 
     def path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.json"
@@ -307,8 +342,12 @@ class BaselineStore:
         return Lookup(entry)
 
     # -- recording ----------------------------------------------------------------------------
-    def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None) -> Path:
-        """Keep one test's rounds for the next `flush`; DataError when its file could not be written."""
+    def stage(self, fp: Mapping[str, Any], key: str, workload: Workload, rounds: list[float], spread: float | None,
+              session: str | None = None, keep: int = 1) -> Path:
+        """Keep one test's rounds for the next `flush`; DataError when its file could not be written.
+
+        `session` names the session that measured them; with `keep` > 1 the flush keeps up to
+        keep - 1 earlier sessions of the entry (same work) beside them, instead of replacing it."""
         if not rounds:
             raise ValueError("no valid rounds to record")
         path = self.path_for(fp)
@@ -323,6 +362,9 @@ class BaselineStore:
             "j_per_out_token": float(statistics.median(rounds)),
             "spread": None if spread is None else _short(spread) if spread else 0.0,
         }
+        if session is not None:
+            self._pending[path][1][key]["session"] = session
+        self._keep[(path, key)] = keep
         return path
 
     def unstage(self, fp: Mapping[str, Any], key: str) -> bool:
@@ -332,6 +374,7 @@ class BaselineStore:
         if staged is None or key not in staged[1]:
             return False
         del staged[1][key]
+        self._keep.pop((path, key), None)
         if not staged[1]:
             del self._pending[path]
         return True
@@ -416,9 +459,13 @@ class BaselineStore:
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             for key, entry in staged.items():
                 old = entries.get(key) or {}
-                if {k: old.get(k) for k in entry} != entry:  # unchanged figures keep their date: no diff
-                    entries[key] = {**entry, "recorded": now}
-                    known[key] = _entry(path, key, entries[key])
+                keep = self._keep.pop((path, key), 1)
+                figures = {k: v for k, v in entry.items() if k != "session"}
+                if {k: old.get(k) for k in figures} == figures:  # unchanged figures keep their date: no diff
+                    continue
+                same = isinstance(old.get("workload"), dict) and same_work(old["workload"], Workload(**entry["workload"]))
+                entries[key] = {**with_earlier(entry, old, keep, same), "recorded": now}
+                known[key] = _entry(path, key, entries[key])
             atomic_write_json(target, _sorted({"schema": SCHEMA, "fingerprint": fp, "entries": entries}))
             self._cache[path] = (fp, known)
         return replaced

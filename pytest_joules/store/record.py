@@ -17,9 +17,9 @@ from ..measure.measurement import Measurement, Round
 
 #: keys a plugin record carries and a `joules sweep` result does not: written only when set
 TEST_FIELDS = ("key", "baseline_note", "baseline_updated", "extrapolated", "model_batching",
-               "nodeid", "test", "label", "baseline_not_saved")
+               "nodeid", "test", "label", "baseline_not_saved", "drift")
 _VERDICT_KEYS = ("status", "current", "baseline", "delta", "tolerance", "detail",
-                 "ci_low", "ci_high", "p_value", "resolution", "method")
+                 "ci_low", "ci_high", "p_value", "resolution", "method", "shift", "drift")
 
 
 def clean(value: Any) -> Any:
@@ -102,6 +102,9 @@ class ResultRecord:
     label: str | None = None
     #: why a recorded baseline was dropped again (the test failed)
     baseline_not_saved: str | None = None
+    #: the drift model's inputs (judge/drift.py: the change, its frame, the spread used), for the
+    #: session's end to judge the test again
+    drift: dict[str, Any] | None = None
     #: keys of a record read back that this version does not know: written back unchanged
     extra: dict[str, Any] = field(default_factory=dict)
 
