@@ -8,7 +8,8 @@ the session's end), against baselines from a pool of other sessions:
 - before: the rule without drift (stopping.Compare, verdict.judge), a baseline of one session;
 - after, no history: the drift model with its prior, a baseline of one session;
 - after, history: the drift model, a baseline of BASELINE_SESSIONS sessions and SAVED_RUNS saved
-  runs before (their common shift from 3 rounds a test), the spread estimated from both.
+  runs before (their common shifts from rounds measured as a recording measures them), the spread
+  estimated from both.
 
 Changes: none; every test of the session dearer (the sim's slowdown: +5%, +10%); one test dearer
 (its own slowdown). Columns: false regressions per test and per session (unchanged sessions:
@@ -90,8 +91,17 @@ class Stream:
                 return got
 
 
+_POOLS: dict[tuple[str, int, int], list[list[Stream]]] = {}
+
+
 def _pool(runtime: str, size: int, tests: int) -> list[list[Stream]]:
-    return [[Stream(runtime, POOL_SEED + j, i, 1.0) for i in range(tests)] for j in range(size)]
+    """The sessions baselines and saved runs come from: built once per worker process, and their
+    rounds measured as far as any rerun asked."""
+    key = (runtime, size, tests)
+    if key not in _POOLS:
+        _POOLS.clear()
+        _POOLS[key] = [[Stream(runtime, POOL_SEED + j, i, 1.0) for i in range(tests)] for j in range(size)]
+    return _POOLS[key]
 
 
 def _baseline(pool: list[list[Stream]], j: int, i: int, tolerance: float, budget: float) -> list[float]:
@@ -137,18 +147,24 @@ def _session(streams: list[Stream], variant: str, sessions: list[list[list[float
     return out
 
 
-def _history_spread(pool: list[list[Stream]], picks: list[int], sessions: list[list[list[float]]]) -> Any:
-    """The spread the plugin would estimate: the baseline's sessions, and the saved runs' shifts."""
+def _history_spread(pool: list[list[Stream]], picks: list[int], sessions: list[list[list[float]]],
+                    tolerance: float, budget: float) -> Any:
+    """The spread the plugin would estimate: the baseline's sessions, and the saved runs' shifts
+    (each run's tests measured as a recording measures them, against the baseline)."""
     from pytest_joules.judge import drift as D
     from pytest_joules.judge import drift_history as H
 
-    tests = [{str(k): statistics.fmean(math.log(v) for v in s) for k, s in enumerate(per_test)} for per_test in sessions]
+    def mean_var(s: list[float]) -> tuple[float, float]:
+        logs = [math.log(v) for v in s]
+        return statistics.fmean(logs), (statistics.variance(logs) / len(logs) if len(logs) > 1 else 0.0)
+
+    tests = [{str(k): mean_var(s) for k, s in enumerate(per_test)} for per_test in sessions]
     runs = []
     for j in picks:
-        changes = [D.measure_change([v for v, _ in pool[j][i].take(3)], sessions[i]) for i in range(len(sessions))]
+        changes = [D.measure_change(_baseline(pool, j, i, tolerance, budget), sessions[i]) for i in range(len(sessions))]
         shift = D.common_shift([c for c in changes if c is not None])
         if shift is not None:
-            runs.append(("frame", shift.value))
+            runs.append(("frame", shift.value, shift.var))
     return H.posterior([H.from_sessions(tests), H.from_runs(runs)])
 
 
@@ -172,7 +188,7 @@ def one(args: tuple[str, list[int], int, int, list[float], float]) -> list[dict[
         for tol in tolerances:
             one_base = [[_baseline(pool, picks[0], i, tol, budget)] for i in range(tests)]
             many = [[_baseline(pool, j, i, tol, budget) for j in picks[:BASELINE_SESSIONS]] for i in range(tests)]
-            spreads = {"no history": D.prior(), "history": _history_spread(pool, picks[BASELINE_SESSIONS:], many)}
+            spreads = {"no history": D.prior(), "history": _history_spread(pool, picks[BASELINE_SESSIONS:], many, tol, budget)}
             for variant in VARIANTS:
                 sessions = many if variant == "history" else one_base
                 for name, _, _ in CHANGES:
@@ -223,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(args.workers) as pool:
         for runtime in args.runtime or ["graphs", "eager"]:
-            chunks = [list(range(k, args.reruns, args.workers * 4)) for k in range(args.workers * 4)]
+            chunks = [list(range(k, args.reruns, args.workers)) for k in range(args.workers)]
             jobs = [(runtime, c, args.tests, args.pool, tolerances, args.max_seconds) for c in chunks if c]
             for part in pool.map(one, jobs):
                 rows += part

@@ -1,4 +1,5 @@
-"""`joules history TEST [--plot FILE.png]`: one test's J/output-token across the saved runs.
+"""`joules history TEST [--plot FILE.png]`: one test's J/output-token across the saved runs
+(`joules history --drift`: the device's session shifts instead, cli/history_drift.py).
 
 TEST is a test's name as the results give it (its node id), or any part of it: every test whose
 name contains it is shown, one series per workload. Each run shows its change from the run
@@ -24,7 +25,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Print the trend of one test's J/output-token over the runs saved by "
                     "`pytest --joules --joules-autosave`.",
     )
-    p.add_argument("test", metavar="TEST", help="the test's name (node id) or part of it")
+    p.add_argument("test", metavar="TEST", nargs="?", default=None, help="the test's name (node id) or part of it")
+    p.add_argument("--drift", action="store_true",
+                   help="instead, how the device drifts: each saved run's session shift (the median change of its "
+                        "tests) and the between-session spread they show (docs/drift.md)")
     p.add_argument("--plot", metavar="FILE.png", default=None,
                    help="also draw the trend to this PNG (needs matplotlib: pip install 'pytest-joules[plot]')")
     runs.add_storage_argument(p)
@@ -49,9 +53,18 @@ def run(args: argparse.Namespace) -> int:
     from ..store.history import read_runs, trend
 
     storage = runs.require_storage(args)
+    if args.test is None and not args.drift:
+        raise DataError("name a TEST (or part of its name), or give --drift for the device's drift between sessions")
     files, notes = read_runs(runs.list_runs(storage))
     if not files:
         raise DataError(f"{storage} holds no saved runs; save some with `pytest --joules --joules-autosave`")
+    if args.drift:
+        from .history_drift import print_drift
+
+        print_drift(files, args.plot)
+        for note in notes:
+            print(f"joules history: note: {note}", file=sys.stderr)
+        return 0
     series = trend(files, args.test)
     if args.plot:
         from ..report.trend import save_trend

@@ -35,13 +35,14 @@ from typing import Sequence
 from . import stats
 from . import verdict as V
 
-#: the between-session spread (sd of log J/token) assumed with no history: the pooled sd of the 33
-#: configurations of an optimised engine (vLLM with CUDA graphs) run ten times over a day in the
-#: public TokenPowerBench data (range / 3.08 of 10 runs each: 0.26-1.15%, median 0.53%, RMS 0.66%)
-PRIOR_SD = 0.0066
-#: ... weighing as much as ten sessions of the device's own history: the prior's 90th percentile
-#: of the spread is then 0.95%, where the data's 90th percentile of configurations lies (1.02%)
-PRIOR_WEIGHT = 10.0
+#: the between-session spread (sd of log J/token) assumed with no history: the 90th percentile of
+#: the 33 configurations of an optimised engine (vLLM with CUDA graphs) run ten times over a day in
+#: the public TokenPowerBench data (range / 3.08 of 10 runs each: 0.26-1.15%, median 0.53%): a
+#: device nothing is known of is taken to drift like the more drifting ones, not the typical one
+PRIOR_SD = 0.010
+#: ... weighing as much as 20 sessions of the device's own history: firm enough that a test alone
+#: still resolves the default 5% tolerance, and 20 sessions of history outweigh it
+PRIOR_WEIGHT = 20.0
 #: the fewest other tests of a session whose median makes the session's common shift
 MIN_PEERS = 3
 #: from this many tests on, their changes' scatter around the median is estimated (MAD) and
@@ -102,7 +103,7 @@ class Change:
     and what the session's end judges again (kept in the results JSON as the record's `drift`)."""
 
     #: log(current median / baseline level): compared with the tolerance (an outlier round moves
-    #: a median little). The level is the mean over the baseline's sessions of log(median).
+    #: a median little; as verdict.judge's delta). The level is the mean over sessions of log(median).
     size: float
     #: mean log of the current rounds - the mean over sessions of each session's mean log: tested
     mean: float
@@ -149,12 +150,12 @@ def measure_change(current: Sequence[float], sessions: Sequence[Sequence[float]]
         df = welch_df([(vc, len(cur) - 1), (vb, df_b)], default=len(cur) - 1 + df_b)
     else:
         df = float(len(cur) - 1 if var_c is not None else df_b)
-    level = statistics.fmean(statistics.median(s) for s in base)
+    level = statistics.fmean(math.log(statistics.median(s)) for s in sessions if len(s))
     return Change(
-        size=statistics.median(cur) - level,
+        size=math.log(statistics.median(current)) - level,
         mean=statistics.fmean(cur) - statistics.fmean(statistics.fmean(s) for s in base),
         var=vc + vb, df=df, sessions=k, n_current=len(cur), n_baseline=sum(len(s) for s in base),
-        current=math.exp(statistics.median(cur)), baseline=math.exp(level),
+        current=float(statistics.median(current)), baseline=math.exp(level),
     )
 
 

@@ -9,9 +9,9 @@ Two sources, both of this device and engine (the same baseline fingerprint):
 - saved runs (`--joules-autosave`): each keeps its session's common shift (drift_session). Runs
   compared with the same baseline sessions (a frame) differ from one another by their drift:
   successive differences, var 2 tau^2 each, so a baseline re-recorded or a change accepted between
-  runs costs one difference, not the estimate. Runs whose session check found a whole-session
-  regression or improvement are left out (that shift was not drift), and so are differences
-  beyond 5 robust sds (from 5 differences on).
+  runs costs one difference, not the estimate. Each shift's own noise (kept with it) is taken off.
+  Runs whose session check found a whole-session regression or improvement are left out (that
+  shift was not drift), and so are differences beyond 5 robust sds (from 5 differences on).
 
 `posterior` pools them with the prior (drift.PRIOR_SD, weighing drift.PRIOR_WEIGHT sessions): a
 scaled inverse chi-square, so its degrees of freedom (prior + history) make the t quantiles of
@@ -42,12 +42,14 @@ class Part:
     what: str
 
 
-def from_sessions(tests: Sequence[Mapping[str, float]]) -> Part | None:
-    """From baseline entries' sessions: per test, {session id: mean log J/token of its rounds}.
+def from_sessions(tests: Sequence[Mapping[str, tuple[float, float]]]) -> Part | None:
+    """From baseline entries' sessions: per test, {session id: (mean log J/token of the session's
+    rounds, that mean's variance from its rounds)}.
 
     Tests are grouped by the sessions they hold (a frame); the largest frame with two sessions and
-    drift.MIN_PEERS tests or more is used."""
-    frames: dict[tuple[str, ...], list[Mapping[str, float]]] = defaultdict(list)
+    drift.MIN_PEERS tests or more is used. What the rounds' noise adds to the sessions' medians
+    (pi/2 of their mean variance over the tests) is taken off."""
+    frames: dict[tuple[str, ...], list[Mapping[str, tuple[float, float]]]] = defaultdict(list)
     for t in tests:
         if len(t) >= 2:
             frames[tuple(sorted(t))].append(t)
@@ -55,26 +57,28 @@ def from_sessions(tests: Sequence[Mapping[str, float]]) -> Part | None:
     if not usable:
         return None
     ids, group = max(usable, key=lambda item: (len(item[1]) * (len(item[0]) - 1), item[0]))
-    shifts = []
-    for sid in ids:
-        shifts.append(statistics.median(t[sid] - statistics.fmean(t.values()) for t in group))
-    return Part(sum(s * s for s in shifts), len(ids) - 1, len(ids), "baseline sessions")
+    shifts = [statistics.median(t[sid][0] - statistics.fmean(m for m, _ in t.values()) for t in group) for sid in ids]
+    noise = D.MEDIAN_EFFICIENCY * statistics.fmean(v for t in group for _, v in t.values()) / len(group)
+    df = len(ids) - 1
+    return Part(max(0.0, sum(s * s for s in shifts) - df * noise), df, len(ids), "baseline sessions")
 
 
-def from_runs(runs: Sequence[tuple[str, float]]) -> Part | None:
-    """From saved runs' common shifts in time order: (frame, shift as log)."""
-    series: dict[str, list[float]] = defaultdict(list)
-    for frame, shift in runs:
-        series[frame].append(shift)
-    diffs = [b - a for values in series.values() for a, b in zip(values, values[1:])]
+def from_runs(runs: Sequence[tuple[str, float, float]]) -> Part | None:
+    """From saved runs' common shifts in time order: (frame, shift as log, the shift's own variance
+    from its tests' rounds). A difference of two shifts holds both their noises: taken off."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for frame, shift, noise in runs:
+        series[frame].append((shift, noise))
+    diffs = [(b - a, va + vb) for values in series.values() for (a, va), (b, vb) in zip(values, values[1:])]
     if not diffs:
         return None
     if len(diffs) >= 5:
-        scale = 1.4826 * statistics.median(abs(d) for d in diffs)
+        scale = 1.4826 * statistics.median(abs(d) for d, _ in diffs)
         if scale > 0:
-            diffs = [d for d in diffs if abs(d) <= OUTLIER_SDS * scale]
+            diffs = [(d, v) for d, v in diffs if abs(d) <= OUTLIER_SDS * scale]
     used = sum(len(v) for v in series.values() if len(v) >= 2)
-    return Part(sum(d * d for d in diffs) / 2, len(diffs), used, "saved runs")
+    ss = sum(d * d - v for d, v in diffs) / 2
+    return Part(max(0.0, ss), len(diffs), used, "saved runs")
 
 
 def posterior(parts: Sequence[Part | None], prior: D.Spread | None = None) -> D.Spread:

@@ -59,6 +59,8 @@ class FrameCheck:
     #: cannot be told from drift
     band: float | None = None
     confidence: float = SESSION_CONFIDENCE
+    #: the shift's own variance (log) from its tests' rounds: saved runs' spread takes it off
+    noise: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -98,7 +100,7 @@ def check(changes: Sequence[D.Change], spread: D.Spread, tolerance: float, frame
     status = "regression" if test.regression(tolerance) else "improved" if test.improvement(tolerance) else "within drift"
     half = test.half
     return FrameCheck(frame, len(changes), sessions, status, math.expm1(shift.value), math.expm1(shift.value - half),
-                      math.expm1(shift.value + half), math.expm1(half), confidence), test
+                      math.expm1(shift.value + half), math.expm1(half), confidence, shift.var), test
 
 
 def finish(items: Sequence[Item], spread: D.Spread, tolerance: float,

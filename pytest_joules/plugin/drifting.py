@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 MAX_RUNS = 50
 
 
+def _mean_and_var(rounds: list[float]) -> tuple[float, float]:
+    """The mean log J/token of one session's rounds, and its variance (0 for a single round)."""
+    logs = [math.log(r) for r in rounds]
+    mean = sum(logs) / len(logs)
+    var = sum((x - mean) ** 2 for x in logs) / (len(logs) - 1) / len(logs) if len(logs) > 1 else 0.0
+    return mean, var
+
+
 class SessionDrift:
     def __init__(self, options: JoulesOptions, store: Callable[[], BaselineStore], session_id: str) -> None:
         self.options = options
@@ -59,11 +67,11 @@ class SessionDrift:
         for entry in entries.values():
             ids = entry.session_ids
             if len(set(ids)) == len(ids) and len(ids) >= 2:
-                tests.append({sid: sum(math.log(r) for r in rounds) / len(rounds) for sid, rounds in zip(ids, entry.sessions)})
+                tests.append({sid: _mean_and_var(rounds) for sid, rounds in zip(ids, entry.sessions)})
         return H.posterior([H.from_sessions(tests), H.from_runs(self._saved_shifts(fp))])
 
-    def _saved_shifts(self, fp: dict[str, Any]) -> list[tuple[str, float]]:
-        """(frame, log shift) of the saved runs of this device and engine, oldest first."""
+    def _saved_shifts(self, fp: dict[str, Any]) -> list[tuple[str, float, float]]:
+        """(frame, log shift, its noise) of the saved runs of this device and engine, oldest first."""
         from ..store.fingerprint import fingerprint
         from ..store.results import load_json
         from ..store.runs import list_runs
@@ -85,8 +93,9 @@ class SessionDrift:
             drift = (doc.get("session") or {}).get("drift") if isinstance(doc.get("session"), dict) else None
             for frame in (drift or {}).get("frames") or []:
                 shift = frame.get("shift") if isinstance(frame, dict) else None
+                noise = frame.get("noise") if isinstance(frame, dict) else None
                 if isinstance(shift, (int, float)) and shift > -1 and frame.get("status") == "within drift":
-                    out.append((str(frame.get("frame")), math.log1p(shift)))
+                    out.append((str(frame.get("frame")), math.log1p(shift), float(noise) if isinstance(noise, (int, float)) else 0.0))
         return out
 
     # -- while tests run ------------------------------------------------------------------------
