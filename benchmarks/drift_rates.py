@@ -17,7 +17,7 @@ any failing verdict, or a whole-session regression), verdicts of unchanged tests
 each change (share of changed tests called a regression), median rounds and measured seconds per
 test (unchanged sessions). The sim's true between-session spread is measured from its devices.
 
-    python benchmarks/drift_rates.py [--reruns 300] [--tests 8] [--pool 120] [--json out.json]
+    python benchmarks/drift_rates.py [--reruns 300] [--tests 8] [--pool 300] [--json out.json]
 
 Every number here is SIMULATED.
 """
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--reruns", type=int, default=300)
     p.add_argument("--tests", type=int, default=8, help=f"tests per session (at most {len(WORKLOADS)})")
-    p.add_argument("--pool", type=int, default=120, help="sessions that baselines and saved runs are drawn from")
+    p.add_argument("--pool", type=int, default=300, help="sessions that baselines and saved runs are drawn from")
     p.add_argument("--tolerance", type=float, action="append", help="default: 0.02 and 0.05")
     p.add_argument("--max-seconds", type=float, default=60.0, help="per-test budget of auto (default 60)")
     p.add_argument("--runtime", choices=sorted(SETTINGS), action="append", help="default: both")

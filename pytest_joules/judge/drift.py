@@ -271,7 +271,7 @@ def rounds_resolve(change: Change, tolerance: float, confidence: float) -> bool:
     return Test(change.size, change.mean, var, change.df, confidence).resolves(tolerance)
 
 
-def _evidence(t: Test, c: Change, method: str) -> dict[str, object]:
+def _evidence(t: Test, method: str) -> dict[str, object]:
     """The verdict's interval, p-value, resolution and method from the test that decided it."""
     return dict(ci_low=math.expm1(t.mean - t.half), ci_high=math.expm1(t.mean + t.half),
                 p_value=_p(t.mean, t.var, t.df), resolution=math.expm1(t.half), method=method)
@@ -304,21 +304,19 @@ def judge(change: Change, tolerance: float, spread: Spread, shift: Shift | None 
         f"t-test on log J/token beyond the session's common shift {math.expm1(shift.value):+.2%} "
         f"(the median of {shift.count} other tests)")
     beyond = " beyond the session's shift"
-    for test, method, tag in ((rel, r_method, beyond), (total, t_method, "")):
-        if test is not None and test.regression(tolerance):
-            return V.Verdict(V.REGRESSION, detail="significant: " + _text(test, change, method, tag),
-                             **_evidence(test, change, method), **common)  # type: ignore[arg-type]
-    for test, method, tag in ((rel, r_method, beyond), (total, t_method, "")):
-        if test is not None and test.improvement(tolerance):
-            return V.Verdict(V.IMPROVED, detail="significant: " + _text(test, change, method, tag),
-                             **_evidence(test, change, method), **common)  # type: ignore[arg-type]
+    for status, found in ((V.REGRESSION, "regression"), (V.IMPROVED, "improvement")):
+        for test, method, tag in ((rel, r_method, beyond), (total, t_method, "")):
+            if test is not None and getattr(test, found)(tolerance):
+                lead = "" if test is total else f"{math.expm1(test.size):+.2%} beyond the session's common shift, "
+                return V.Verdict(status, detail=lead + "significant: " + _text(test, change, method, tag),
+                                 **_evidence(test, method), **common)  # type: ignore[arg-type]
     for test, method, tag in ((rel, r_method, beyond), (total, t_method, "")):
         if test is not None and test.resolves(tolerance):
             within = "beyond the tolerance but not significant: " if test.up(tolerance) or test.down(tolerance) else "within the tolerance: "
             return V.Verdict(V.PASS, detail=within + _text(test, change, method, tag),
-                             **_evidence(test, change, method), **common)  # type: ignore[arg-type]
+                             **_evidence(test, method), **common)  # type: ignore[arg-type]
     test, method, tag = (rel, r_method, beyond) if rel is not None else (total, t_method, "")
-    evidence = _evidence(test, change, method)
+    evidence = _evidence(test, method)
     if shift is None and rounds_resolve(change, tolerance, confidence):
         detail = (f"a {tolerance:.2%} change cannot be told from the drift between sessions yet: with it the change is "
                   f"known to +/-{evidence['resolution']:.2%} ({_text(test, change, method, tag)}); the session's "

@@ -11,8 +11,10 @@ theirs). When the session ends every test is judged once more (`finish`):
   session moved beyond the band and the tolerance, each test whose own change is beyond the
   tolerance in that direction is a regression (an improvement) with it.
 
-A regression found here was not failed while its test ran (its test passed): the session fails
-instead, naming it. A test's regression found while it ran stays one.
+The end only adds what the tests could not see while they ran: a regression or an improvement, or
+a verdict for a test left NOISY. A verdict reached while the test ran (a regression, a pass the
+rounds vouched for) stands. A regression found here was not failed while its test ran (its test
+passed): the session fails instead, naming it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any, Sequence
 from . import drift as D
 from . import verdict as V
 
-#: the session check's confidence (two-sided): at most 1% of unchanged sessions are called a
+#: the session check's confidence (two-sided): at most 0.5% of unchanged sessions are called a
 #: whole-session regression, and as many an improvement
-SESSION_CONFIDENCE = 0.98
+SESSION_CONFIDENCE = 0.99
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,10 @@ def _final(item: Item, others: list[D.Change], spread: D.Spread, fc: FrameCheck,
         return item.verdict  # failed while it ran: that stands
     shift = D.common_shift(others)
     v = D.judge(item.change, item.tolerance, spread, shift, confidence=item.confidence, noisy_fails=item.noisy_fails)
-    if v.status in (V.REGRESSION, V.IMPROVED) or test is None:
-        return _closed(v, shift, len(others), item.noisy_fails)
+    if v.status in (V.REGRESSION, V.IMPROVED):
+        return v
+    if test is None:
+        return _kept(item, v, shift, len(others))
     size = math.expm1(item.change.size)
     up = test.mean - test.half > 0 and size - item.tolerance > V._EPS
     down = test.mean + test.half < 0 and -size - item.tolerance > V._EPS
@@ -137,7 +141,14 @@ def _final(item: Item, others: list[D.Change], spread: D.Spread, fc: FrameCheck,
                   f"spread {spread.sd:.2%} in it); this test's {size:+.2%} is part of it")
         return replace(v, status=V.REGRESSION if up else V.IMPROVED, detail=detail, ci_low=fc.low, ci_high=fc.high,
                        resolution=fc.band, method="session check: the common shift against the drift between sessions")
-    return _closed(v, shift, len(others), item.noisy_fails)
+    return _kept(item, v, shift, len(others))
+
+
+def _kept(item: Item, v: V.Verdict, shift: D.Shift | None, others: int) -> V.Verdict:
+    """Nothing new found: a pass reached while the test ran stands; anything else takes the end's verdict."""
+    if item.verdict.status == V.PASS:
+        return item.verdict
+    return _closed(v, shift, others, item.noisy_fails)
 
 
 def _closed(v: V.Verdict, shift: D.Shift | None, others: int, noisy_fails: bool) -> V.Verdict:

@@ -146,5 +146,5 @@ class SessionDrift:
         if self.options.update_baselines:
             return []
         found = set(self.result.found)
-        return [f"energy {r.verdict.status} found at the session's end (its test passed while it ran): "
-                f"{r.verdict.failure(r.key)}" for r in records if r.key in found and r.verdict is not None]
+        return [f"found at the session's end (its test passed while it ran): {r.verdict.failure(r.key)}"
+                for r in records if r.key in found and r.verdict is not None]
