@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import stats
 from . import verdict as V
@@ -83,9 +83,9 @@ class Spread:
                 "source": self.source, "detail": self.detail}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Spread:
+    def from_dict(cls, data: dict[str, Any]) -> Spread:
         df = data.get("df")
-        return cls(float(data["sd"]), math.inf if df is None else float(df), int(data.get("sessions") or 0),  # type: ignore[arg-type]
+        return cls(float(data["sd"]), math.inf if df is None else float(df), int(data.get("sessions") or 0),
                    str(data.get("source") or "prior"), str(data.get("detail") or ""))
 
 

@@ -143,10 +143,11 @@ def drift(files: list[tuple[SavedRun, ResultsFile]]) -> list[DriftSeries]:
         fp = fingerprint(results.engine, results.device, results.simulated)
         name = describe(fp)
         s = series.setdefault(name, DriftSeries(name, results.simulated))
-        d = results.session.get("drift") if isinstance(results.session.get("drift"), dict) else {}
+        found = results.session.get("drift")
+        d: dict[str, Any] = found if isinstance(found, dict) else {}
         frames = [f for f in d.get("frames") or [] if isinstance(f, dict)]
-        main = max(frames, key=lambda f: f.get("tests") or 0, default={})
-        spread = d.get("spread") if isinstance(d.get("spread"), dict) else {}
+        main: dict[str, Any] = max(frames, key=lambda f: f.get("tests") or 0, default={})
+        spread: dict[str, Any] = d["spread"] if isinstance(d.get("spread"), dict) else {}
         git = _git(results)
         s.points.append(DriftPoint(run.id, results.created, git.get("commit"), git.get("dirty"), _number(main.get("shift")),
                                    main.get("status"), int(main.get("tests") or 0), _number(main.get("band")),
