@@ -6,7 +6,9 @@ limit comes from FAKE_POWER_LIMIT, so tests can change the device fingerprint. T
 "unavailable" makes it raise EngineUnavailable, as a real engine does without its GPU; the model
 name "real-gpu" makes it a non-simulated engine (for the xdist GPU assignment). FAKE_JITTER sets
 the relative noise of each run (default 0.002); the meter takes the option min_window_s and
-refuses any other, as real meters do.
+refuses any other, as real meters do. FAKE_SESSION_OFFSET (a fraction) makes every run of the
+session that much dearer, as a drifting device does; FAKE_SLOW_N_IN=N:FACTOR makes the workloads
+of n_in N that many times dearer (one test's own regression).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class FakeEngine:
         if spec.model == "real-gpu":  # else the class attribute (which tests may patch)
             self.simulated = False
         self.jitter = float(os.environ.get("FAKE_JITTER", "0.002"))
+        self.offset = 1 + float(os.environ.get("FAKE_SESSION_OFFSET", "0"))
+        n_in, _, factor = os.environ.get("FAKE_SLOW_N_IN", "0:1").partition(":")
+        self.slow_n_in, self.slow_factor = int(n_in), float(factor or 1)
         self.slowdown = float(spec.options.get("slowdown", 1.0))
         self._rng = random.Random(spec.options.get("seed", 0))
         self.clock_s = 0.0
@@ -55,7 +60,9 @@ class FakeEngine:
             raise ConfigError("prompt length 999 exceeds the engine's max_input_len 998; rebuild it with a larger one")
         tokens = workload.output_tokens
         joules = j_per_token(workload.n_in, workload.n_out) * tokens * self.slowdown
-        joules *= 1 + self._rng.uniform(-self.jitter, self.jitter)
+        joules *= (1 + self._rng.uniform(-self.jitter, self.jitter)) * self.offset
+        if workload.n_in == self.slow_n_in:
+            joules *= self.slow_factor
         seconds = joules / 500.0
         self.clock_s += seconds
         self.energy_j += joules
@@ -175,7 +182,8 @@ def project(pytester, monkeypatch, **ini: str):
     # what the fake and the plugin read from the environment: a test sets them itself
     # CI: a test without a baseline fails under CI (the plugin's default there); these tests say
     # which they mean by setting it themselves
-    for name in ("FAKE_POWER_LIMIT", "FAKE_JITTER", "GITHUB_STEP_SUMMARY", "CI", "FAKE_TEMPERATURE", "FAKE_THROTTLED"):
+    for name in ("FAKE_POWER_LIMIT", "FAKE_JITTER", "FAKE_SESSION_OFFSET", "FAKE_SLOW_N_IN", "GITHUB_STEP_SUMMARY", "CI",
+                 "FAKE_TEMPERATURE", "FAKE_THROTTLED"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(CONFTEST)
     # other plugins installed here cost time in every inner run and are not under test

@@ -45,8 +45,8 @@ def test_update_writes_a_reviewable_file_per_device_and_engine(proj):
     entry = data["entries"]["test_energy.py::test_chat"]
     assert entry["workload"] == {"n_in": 128, "n_out": 64, "requests": 1, "max_batch_size": None, "seed": 0}
     assert len(entry["rounds"]) == 3 and entry["j_per_out_token"] == sorted(entry["rounds"])[1]
-    # latency beside the rounds: shown and gated by --joules-latency-tolerance, never by the energy gate
-    assert set(entry) == {"workload", "rounds", "j_per_out_token", "spread", "recorded", "latency"}
+    # latency beside the rounds (shown, and gated by --joules-latency-tolerance only) and the session that measured them
+    assert set(entry) == {"workload", "rounds", "j_per_out_token", "spread", "recorded", "latency", "session"}
     assert set(data["entries"]) == {"test_energy.py::test_chat", "test_energy.py::test_grid[n_in=256-n_out=32]",
                                     "test_energy.py::test_grid[n_in=512-n_out=32]"}
     text = (proj.path / BASELINE).read_text()

@@ -45,7 +45,8 @@ def test_noisy_rounds_take_more_rounds_until_the_verdict_is_known(proj, monkeypa
     proj.runpytest("--joules", "--joules-update-baselines", "--joules-json", "base.json").assert_outcomes(passed=2)
     recorded = results(proj, "base.json")["test_chat"]
     assert len(recorded["rounds"]) > 3  # a baseline is measured until its median is known to T/2
-    result = proj.runpytest("--joules", "--joules-json", "out.json", "-k", "chat")
+    # no drift between sessions (--joules-drift 0): the rounds alone decide when to stop
+    result = proj.runpytest("--joules", "--joules-json", "out.json", "-k", "chat", "--joules-drift", "0")
     result.assert_outcomes(passed=1)
     now = results(proj)["test_chat"]
     assert len(now["rounds"]) > 3 and now["rounds_stopped"] == "resolved"

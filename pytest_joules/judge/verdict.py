@@ -75,6 +75,10 @@ class Verdict:
     method: str = ""
     #: whether a NOISY verdict fails (set from judge's noisy_fails)
     noisy_fails: bool = False
+    #: the drift model's (judge/drift.py): the session's common shift this test was judged against
+    #: (None before enough tests ran), and the sd of the drift between sessions its interval held
+    shift: float | None = None
+    drift: float | None = None
 
     @property
     def failed(self) -> bool:

@@ -9,6 +9,8 @@ energy tests skipped instead. Nothing heavy is imported here or in any hook that
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from . import marker, options
@@ -36,17 +38,20 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     worker = None
-    if hasattr(config, "workerinput"):
-        worker = (config.workerinput["workerid"], int(config.workerinput["workercount"]))
-        if not opts.seed_given and session.SEED_KEY in config.workerinput:
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})  # set by pytest-xdist in a worker
+    if workerinput:
+        worker = (workerinput["workerid"], int(workerinput["workercount"]))
+        if not opts.seed_given and session.SEED_KEY in workerinput:
             # one drawn seed for the whole run, so the header's "--joules-seed N" repeats it under xdist too
             import dataclasses
 
-            opts = dataclasses.replace(opts, seed=int(config.workerinput[session.SEED_KEY]))
+            opts = dataclasses.replace(opts, seed=int(workerinput[session.SEED_KEY]))
     state = session.JoulesSession(opts, worker=worker, rootdir=config.rootpath)
     from .missing import Missing
 
     state.judging.missing = Missing.from_config(config, opts.key_base)  # the command that records a new test
+    if session.SESSION_ID_KEY in workerinput:  # the controller's session names the baselines workers record
+        state.judging.drift.session_id = str(workerinput[session.SESSION_ID_KEY])
     config.stash[session.STASH] = state
     config.pluginmanager.register(state, session.PLUGIN_NAME)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError
 from ..judge import verdict as V
 from .devices import Devices
+from .drifting import SessionDrift
 from .options import JoulesOptions
 
 if TYPE_CHECKING:
@@ -41,11 +42,13 @@ class Judged:
     #: the baseline's latency figures (measure/latency.py), and why this run's fail the latency gate
     baseline_latency: dict[str, Any] | None = None
     latency_regression: str | None = None
+    #: the drift model's inputs (plugin/drifting.py), for the session's end
+    drift: dict[str, Any] | None = None
 
     def record_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"key": self.key, "baseline_note": self.baseline_note,
                                   "baseline_updated": self.baseline_updated, "extrapolated": self.extrapolated}
-        for name in ("model_batching", "baseline_latency", "latency_regression"):
+        for name in ("model_batching", "baseline_latency", "latency_regression", "drift"):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
         return fields
@@ -78,6 +81,9 @@ class Judging:
         self.missing = Missing()
         #: the current test's rounds to record, until its outcome is known (plugin/outcome.py)
         self.held: list[Any] = []
+        #: the drift between sessions: this session's shift and the device's spread (drifting.py);
+        #: its session id names the session in the baselines it records (xdist workers get the controller's)
+        self.drift = SessionDrift(options, lambda: self.store, new_session_id())
 
     @property
     def store(self) -> BaselineStore:
@@ -148,7 +154,10 @@ class Judging:
         readable = self._compare(m, tol, judged)
         self._judge_latency(m, judged)
         if readable and self.options.update_baselines:  # never write over a file we cannot read
-            if m.baseline_rounds and m.verdict is not None and m.verdict.status == V.PASS and not judged.baseline_note:
+            # a pass keeps its entry byte for byte (quiet diffs), unless this session is to join the
+            # entry's earlier ones (--joules-baseline-sessions > 1: the drift between sessions)
+            keeps = self.options.baseline_sessions <= 1
+            if keeps and m.baseline_rounds and m.verdict is not None and m.verdict.status == V.PASS and not judged.baseline_note:
                 from ..store.baselines import KEPT
 
                 judged.baseline_note = KEPT  # no change to record: the entry stays byte for byte
@@ -183,9 +192,9 @@ class Judging:
             found = self.store.lookup(self.devices.fingerprint, key, workload)
         except (FingerprintMismatch, DataError):  # judged (and reported) after measuring
             return precise
-        if found.entry is None or found.note or len(found.entry.rounds) < 2:
+        if found.entry is None or found.note or sum(len(s) for s in found.entry.sessions) < 2:
             return precise
-        return stopping.Compare(tolerance=tol, max_seconds=self.options.max_seconds, baseline=list(found.entry.rounds))
+        return self.drift.rule(found.entry, key, self.devices.fingerprint, tol, self.options.max_seconds)
 
     def _compare(self, m: Measurement, tol: float, judged: Judged) -> bool:
         """Judge `m` against its baseline; False when the baseline file cannot be read."""
@@ -205,10 +214,14 @@ class Judging:
             m.verdict = V.Verdict(ERROR, current=m.j_per_out_token, tolerance=tol, detail=str(exc))
             judged.failures.append(f"baseline store: {exc}")
             return False
-        m.baseline_rounds = list(found.entry.rounds) if found.entry else None
+        m.baseline_rounds = [r for s in found.entry.sessions for r in s] if found.entry else None
         judged.baseline_latency = found.entry.latency if found.entry and not found.note else None
-        m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
-                            noisy_fails=self.options.noisy_fails)
+        if found.entry is not None and not found.note:
+            m.verdict, judged.drift = self.drift.judge(m.round_values, found.entry, key, self.devices.fingerprint, tol,
+                                                       m.confidence, self.options.noisy_fails)
+        else:
+            m.verdict = V.judge(m.round_values, m.baseline_rounds, tol, confidence=m.confidence,
+                                noisy_fails=self.options.noisy_fails)
         if found.note:  # recorded for another workload: not comparable
             m.verdict = V.Verdict(V.NEW, current=m.verdict.current, tolerance=tol, detail=found.note)
             judged.baseline_note = found.note
@@ -251,7 +264,8 @@ class Judging:
             judged.failures.append(f"baseline store: {exc}")
             return
         self.held.append(Stage(dict(fp), judged.key, workload_dict(m.workload), list(m.round_values), m.spread,
-                               dict(m.latency) if m.latency else None))
+                               dict(m.latency) if m.latency else None, self.drift.session_id,
+                               self.options.baseline_sessions))
         judged.baseline_updated = True
 
     def _predict(self, m: Measurement, judged: Judged, tolerance: float | None) -> None:
@@ -335,6 +349,15 @@ class Judging:
     def model_file(self) -> Any:
         """Where this session's fitted model is (or would be) kept."""
         return self.store.model_path_for(self.devices.fingerprint)
+
+
+def new_session_id() -> str:
+    """This session's name in the baselines it records: its UTC start and a random suffix."""
+    import datetime as _dt
+    import secrets
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"
 
 
 def test_name(key: str) -> str:

@@ -28,6 +28,10 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--joules-baselines", "path", "directory of the baseline store (default: baselines/ beside the ini file; "
      "without an ini file, the nearest existing baselines/ up to the repository root)"),
     ("--joules-update-baselines", "flag", "record this run's measurements as the new baselines"),
+    ("--joules-baseline-sessions", "value", "with --joules-update-baselines: keep this session and up to N-1 earlier "
+     "ones in each baseline, so that it averages the drift between sessions and measures it (default 1: replace)"),
+    ("--joules-drift", "value", "the device's spread of J/token between sessions, 0.01 or 1%% (default: estimated "
+     "from the baseline's sessions and the saved runs, else a prior of 1%%; 0: no drift)"),
     ("--joules-tolerance", "value", "allowed J/output-token increase over the baseline, 0.05 or 5%% (default 5%%)"),
     ("--joules-model-tolerance", "value", "fail the session when the fitted model's MAPE exceeds this, 0.1 or 10%%"),
     ("--joules-latency-tolerance", "value", "fail a test whose median TTFT or TPOT is this much above its baseline's "
@@ -76,6 +80,7 @@ METAVARS = {
     "--joules-latency-tolerance": "FRACTION",
     "--joules-rounds": "N|auto", "--joules-max-seconds": "SECONDS", "--joules-warmup": "N", "--joules-seed": "N",
     "--joules-sim-slowdown": "FACTOR", "--joules-grid-intensity": "GCO2E_PER_KWH", "--joules-price": "PER_KWH",
+    "--joules-baseline-sessions": "N", "--joules-drift": "FRACTION",
 }
 
 
@@ -115,6 +120,10 @@ class JoulesOptions:
     gpu: str | None = None
     baselines: Path = Path("baselines")
     update_baselines: bool = False
+    #: sessions a recorded baseline keeps (1: each recording replaces the last)
+    baseline_sessions: int = 1
+    #: the between-session spread stated by the user (None: estimated, judge/drift_history.py)
+    drift: float | None = None
     tolerance: float = 0.05
     model_tolerance: float | None = None
     #: --joules-latency-tolerance: the latency gate (measure/latency.py); None = reported only
@@ -349,6 +358,8 @@ def from_config(config: pytest.Config) -> JoulesOptions:
         "--joules-meter": parse_name,
         "--joules-gpu": parse_name,
         "--joules-update-baselines": parse_bool,
+        "--joules-baseline-sessions": lambda f, v: parse_int(f, v, 1),
+        "--joules-drift": parse_fraction,
         "--joules-tolerance": parse_fraction,
         "--joules-model-tolerance": parse_fraction,
         "--joules-latency-tolerance": parse_fraction,

@@ -33,6 +33,9 @@ class Stage:
     spread: float | None
     #: the measurement's latency figures (measure/latency.py), kept beside the rounds
     latency: dict[str, Any] | None = None
+    #: the session that measured them, and how many sessions an entry keeps (judge/drift.py)
+    session: str | None = None
+    keep: int = 1
 
 
 @dataclass
@@ -94,7 +97,8 @@ class Outcomes:
 
         for s in held:
             try:
-                self.judging.store.stage(s.fp, s.key, s.workload, s.rounds, s.spread, latency=s.latency)
+                self.judging.store.stage(s.fp, s.key, s.workload, s.rounds, s.spread, latency=s.latency,
+                                         session=s.session, keep=s.keep)
             except DataError as exc:
                 self.judging.add_error(f"baseline store: {exc}")
                 for r in records:

@@ -36,6 +36,8 @@ class Recording:
     step_summary: str | None = None
     #: the run --joules-autosave kept, for the summary
     saved_run: SavedRun | None = None
+    #: failures the session's end of the drift model found (drifting.SessionDrift.finish)
+    drift_failures: list[str] = field(default_factory=list)
     _document: dict[str, Any] | None = None
 
     def add(self, record: ResultRecord) -> None:
@@ -69,6 +71,11 @@ class Recording:
             return f"--joules-model-tolerance: the session MAPE {mape:.2%} over {count} measurements exceeds {tol:.2%}"
         return None
 
+    def finish_drift(self) -> list[str]:
+        """Judge every record again at the session's end (the controller's, under xdist)."""
+        self.drift_failures = self.judging.drift.finish(self.records)
+        return self.drift_failures
+
     def document(self) -> dict[str, Any]:
         """The session's results document (--joules-json, --joules-autosave: built once, so both
         files say the same), at the session's end."""
@@ -86,6 +93,8 @@ class Recording:
         mape, count = self.mape()
         doc["session"] = {"mape": mape, "mape_points": count, "model_path": self.judging.model_path,
                           "model_check": self.model_check(), "baselines": str(self.options.baselines)}
+        if self.judging.drift.result is not None:  # the session's common shift and the spread used
+            doc["session"]["drift"] = self.judging.drift.result.to_dict()
         footprint = self.options.footprint
         if footprint:  # the stated inputs beside the figures they give
             doc["footprint"] = footprint.to_dict()
@@ -160,6 +169,7 @@ class Recording:
             step_summary=self.step_summary, saved_run=self.saved_run,
             baseline_errors=list(self.judging.baseline_errors), replaced=list(self.judging.replaced),
             store_existed=self.judging.store_existed, notes=list(self.judging.notes),
+            drift=self.judging.drift.result, drift_failures=list(self.drift_failures),
         )
 
     def _intervals(self, model: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .recording import Recording
 #: the key of a worker's records in its `workeroutput`, and of the drawn seed in `workerinput`
 WORKER_KEY = "pytest_joules"
 SEED_KEY = "pytest_joules_seed"
+SESSION_ID_KEY = "pytest_joules_session"
 #: the name the session is registered under (`config.pluginmanager.get_plugin(PLUGIN_NAME)`)
 PLUGIN_NAME = "joules-session"
 
@@ -103,7 +104,8 @@ class JoulesSession:
         from ..measure.state import annotate
 
         annotate(rec.records)  # each measurement's device state, against the session's usual one
-        if rec.model_check() and session.exitstatus == pytest.ExitCode.OK:
+        drifted = rec.finish_drift()  # the session's end of the drift model: verdicts final before anything is written
+        if (rec.model_check() or drifted) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         rec.write_json()
         rec.write_exports()  # the controller only: workers returned above
@@ -115,6 +117,7 @@ class JoulesSession:
     def pytest_configure_node(self, node: Any) -> None:
         """xdist controller: hand this run's seed to each worker (see plugin.pytest_configure)."""
         node.workerinput[SEED_KEY] = self.options.seed
+        node.workerinput[SESSION_ID_KEY] = self.judging.drift.session_id  # one session in the baselines it records
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

@@ -86,6 +86,9 @@ class Summary:
     #: session-wide facts about the store and the model (a refused model, migrated files, the
     #: devices a store holds baselines for when this one has none), shown in yellow
     notes: list[str] = field(default_factory=list)
+    #: the drift model's session check (judge/drift_session.SessionResult), and what it failed
+    drift: Any = None
+    drift_failures: list[str] = field(default_factory=list)
 
     @property
     def simulated(self) -> bool:

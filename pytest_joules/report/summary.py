@@ -278,6 +278,9 @@ def session_lines(state: Summary, records: list[ResultRecord], verbosity: int) -
         tests = "test uses other batching and was" if skipped == 1 else "tests use other batching and were"
         lines.append(Text(f"model fitted at {fitted_at}; {skipped} {tests} not compared "
                           "(— in the model column)", style="yellow"))
+    from .drift import drift_lines
+
+    lines += drift_lines(state)
     failing = state.model_check
     if failing:
         lines.append(Text(failing, style="bold red"))

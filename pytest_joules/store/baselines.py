@@ -48,6 +48,7 @@ from .directories import (LOCK_NAME, LOCK_TIMEOUT_S, check_directory, ensure_git
 from .fingerprint import device_slug, differences, engine_stem
 from .results import atomic_write_json, finite_number, load_json, write_target
 from ..engines.mix import traffic_labels
+from .baseline_sessions import Earlier, parse_earlier, with_earlier
 from ..engines.workload import Workload
 
 SCHEMA = "pytest-joules/baselines/1"
@@ -78,6 +79,25 @@ class Entry:
     recorded: str
     #: the median TTFT/TPOT/output tok/s recorded with the rounds (latency.py); None in older files
     latency: dict[str, float | None] | None = None
+    #: the session that measured `rounds` (None in files of older versions)
+    session: str | None = None
+    #: earlier sessions kept with it, oldest first (judge/drift.py averages their offsets)
+    earlier: tuple[Earlier, ...] = ()
+
+    @property
+    def sessions(self) -> list[list[float]]:
+        """Every session's rounds, oldest first."""
+        return [list(e.rounds) for e in self.earlier] + [list(self.rounds)]
+
+    @property
+    def session_ids(self) -> list[str]:
+        """An id per session (a session recorded by an older version is named by its date)."""
+        return [e.session or f"recorded {e.recorded}" for e in self.earlier] + [self.session or f"recorded {self.recorded}"]
+
+    @property
+    def frame(self) -> str:
+        """The baseline's sessions as one name: tests of one frame share the baseline's drift."""
+        return " + ".join(sorted(self.session_ids))
 
 
 @dataclass(frozen=True)
@@ -198,6 +218,9 @@ def _entry(path: Path, key: str, item: Any) -> Entry:
     recorded = item.get("recorded", "")
     if not isinstance(recorded, str):
         raise DataError(f"{where}: 'recorded' must be a date string, got {recorded!r}; {FIX}")
+    session = item.get("session")
+    if session is not None and not isinstance(session, str):
+        raise DataError(f"{where}: 'session' must be a string or null, got {session!r}; {FIX}")
     return Entry(
         workload=workload,
         rounds=[float(r) for r in rounds],
@@ -205,6 +228,8 @@ def _entry(path: Path, key: str, item: Any) -> Entry:
         spread=None if spread is None else float(spread),
         recorded=recorded,
         latency=_latency(item.get("latency")),
+        session=session,
+        earlier=parse_earlier(where, item.get("earlier_sessions"), FIX),
     )
 
 
@@ -242,6 +267,16 @@ class BaselineStore:
         #: device directories migrated to full-identity names by this store, and what moved
         self._migrated_dirs: set[Path] = set()
         self.migrated: list[Any] = []
+        #: staged entries that add their session to the entry's earlier ones: how many to keep
+        self._keep: dict[tuple[Path, str], int] = {}
+
+    def entries(self, fp: Mapping[str, Any]) -> dict[str, Entry]:
+        """Every entry of the file of `fp` ({} for no file, or one of another fingerprint)."""
+        path = self.path_for(fp)
+        if path not in self._cache:
+            self._cache[path] = self._read(path)
+        cached = self._cache[path]
+        return dict(cached[1]) if cached is not None and cached[0] == fp else {}
 
     def path_for(self, fp: Mapping[str, Any]) -> Path:
         return self.root / device_slug(fp) / f"{engine_stem(fp)}.json"
@@ -340,8 +375,12 @@ class BaselineStore:
 
     # -- recording ----------------------------------------------------------------------------
     def stage(self, fp: Mapping[str, Any], key: str, workload: Workload | Mapping[str, Any], rounds: list[float],
-              spread: float | None, latency: Mapping[str, float | None] | None = None) -> Path:
-        """Keep one test's rounds for the next `flush`; DataError when its file could not be written."""
+              spread: float | None, latency: Mapping[str, float | None] | None = None, session: str | None = None,
+              keep: int = 1) -> Path:
+        """Keep one test's rounds for the next `flush`; DataError when its file could not be written.
+
+        `session` names the session that measured them; with `keep` > 1 the flush keeps up to
+        keep - 1 earlier sessions of the entry (same work) beside them, instead of replacing it."""
         if not rounds:
             raise ValueError("no valid rounds to record")
         path = self.path_for(fp)
@@ -359,6 +398,9 @@ class BaselineStore:
         }
         if latency:
             self._pending[path][1][key]["latency"] = {k: v for k, v in latency.items() if v is not None}
+        if session is not None:
+            self._pending[path][1][key]["session"] = session
+        self._keep[(path, key)] = keep
         return path
 
     def _check_writable(self, path: Path) -> None:
@@ -461,9 +503,13 @@ class BaselineStore:
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             for key, entry in staged.items():
                 old = entries.get(key) or {}
-                if {k: old.get(k) for k in entry} != entry:  # unchanged figures keep their date: no diff
-                    entries[key] = {**entry, "recorded": now}
-                    known[key] = _entry(path, key, entries[key])
+                keep = self._keep.pop((path, key), 1)
+                figures = {k: v for k, v in entry.items() if k != "session"}
+                if {k: old.get(k) for k in figures} == figures:  # unchanged figures keep their date: no diff
+                    continue
+                same = isinstance(old.get("workload"), dict) and same_work(old["workload"], Workload(**entry["workload"]))
+                entries[key] = {**with_earlier(entry, old, keep, same), "recorded": now}
+                known[key] = _entry(path, key, entries[key])
             atomic_write_json(target, _sorted({"schema": SCHEMA, "fingerprint": fp, "entries": entries}))
             self._cache[path] = (fp, known)
         return replaced

@@ -18,11 +18,11 @@ from ..measure.measurement import Measurement, Round
 #: keys a plugin record carries and a `joules sweep` result does not: written only when set
 TEST_FIELDS = ("key", "baseline_note", "baseline_updated", "extrapolated", "model_batching",
                "baseline_latency", "latency_regression", "nodeid", "test", "label", "baseline_not_saved",
-               "device_state")
+               "device_state", "drift")
 #: keys written only when set: `traffic` describes a mix, arrivals or prompt file (engines/mix.py)
 OPTIONAL_FIELDS = ("traffic",)
 _VERDICT_KEYS = ("status", "current", "baseline", "delta", "tolerance", "detail",
-                 "ci_low", "ci_high", "p_value", "resolution", "method")
+                 "ci_low", "ci_high", "p_value", "resolution", "method", "shift", "drift")
 
 
 def clean(value: Any) -> Any:
@@ -119,6 +119,9 @@ class ResultRecord:
     baseline_not_saved: str | None = None
     #: the device's state over the windows, and flags for doubtful readings (measure/state.py)
     device_state: dict[str, Any] | None = None
+    #: the drift model's inputs (judge/drift.py: the change, its frame, the spread used), for the
+    #: session's end to judge the test again
+    drift: dict[str, Any] | None = None
     #: keys of a record read back that this version does not know: written back unchanged
     extra: dict[str, Any] = field(default_factory=dict)
 

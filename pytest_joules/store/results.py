@@ -290,6 +290,8 @@ class ResultsFile:
     machine: dict[str, Any] = field(default_factory=dict)
     #: the carbon/cost inputs the run was written with ({} when none were given)
     footprint: dict[str, Any] = field(default_factory=dict)
+    #: the plugin's session facts (MAPE, the drift between sessions: judge/drift_session.py); {} if none
+    session: dict[str, Any] = field(default_factory=dict)
 
 
 def row_from_dict(path: Path, index: int, item: Any) -> ResultRow:
@@ -370,4 +372,5 @@ def read_results(path: str | os.PathLike[str]) -> ResultsFile:
         created=data["created"] if isinstance(data.get("created"), str) else None,
         machine=data["machine"] if isinstance(data.get("machine"), dict) else {},
         footprint=data["footprint"] if isinstance(data.get("footprint"), dict) else {},
+        session=data["session"] if isinstance(data.get("session"), dict) else {},
     )

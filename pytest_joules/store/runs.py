@@ -247,3 +247,59 @@ def trend(files: list[tuple[SavedRun, ResultsFile]], test: str) -> list[Series]:
             s.points.append(Point(run.id, results.created, git.get("commit"), git.get("dirty"), row.j_per_out_token,
                                   verdict.get("status") if isinstance(verdict, dict) else None))
     return [series[k] for k in sorted(series, key=lambda k: (k[0], k[1], k[2], k[3], k[4] or 0))]
+
+
+@dataclass
+class DriftPoint:
+    """One saved run's session shift (the drift model's session check, judge/drift_session.py)."""
+
+    run: str
+    created: str | None
+    commit: str | None
+    dirty: bool | None
+    #: the main frame's common shift (relative) and what the check made of it; None in older runs
+    shift: float | None
+    status: str | None
+    tests: int
+    band: float | None
+    frame: str | None
+    #: the shift's own variance (log) from its tests' rounds
+    noise: float | None
+    #: the between-session spread the run was judged with, and where it came from
+    spread: float | None
+    source: str | None
+
+
+@dataclass
+class DriftSeries:
+    """The saved runs of one device and engine (one baseline fingerprint), oldest first."""
+
+    device: str
+    simulated: bool
+    points: list[DriftPoint] = field(default_factory=list)
+
+
+def drift(files: list[tuple[SavedRun, ResultsFile]]) -> list[DriftSeries]:
+    """Each device's session shifts across the saved runs (`joules history --drift`)."""
+    from .fingerprint import describe, fingerprint
+
+    series: dict[str, DriftSeries] = {}
+    for run, results in files:
+        fp = fingerprint(results.engine, results.device, results.simulated)
+        name = describe(fp)
+        s = series.setdefault(name, DriftSeries(name, results.simulated))
+        found = results.session.get("drift")
+        d: dict[str, Any] = found if isinstance(found, dict) else {}
+        frames = [f for f in d.get("frames") or [] if isinstance(f, dict)]
+        main: dict[str, Any] = max(frames, key=lambda f: f.get("tests") or 0, default={})
+        spread: dict[str, Any] = d["spread"] if isinstance(d.get("spread"), dict) else {}
+        git = _git(results)
+        s.points.append(DriftPoint(run.id, results.created, git.get("commit"), git.get("dirty"), _number(main.get("shift")),
+                                   main.get("status"), int(main.get("tests") or 0), _number(main.get("band")),
+                                   main.get("frame"), _number(main.get("noise")), _number(spread.get("sd")),
+                                   spread.get("source")))
+    return list(series.values())
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
