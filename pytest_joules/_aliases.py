@@ -72,4 +72,6 @@ class _AliasFinder:  # the MetaPathFinder protocol
 
 def install() -> None:
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
-        sys.meta_path.append(_AliasFinder())
+        # first: a submodule of a moved package (check.budget) would otherwise be found again through
+        # the package's new __path__ and loaded twice, as a second module object
+        sys.meta_path.insert(0, _AliasFinder())
