@@ -155,19 +155,20 @@ def _check(result, out_json: Path, engine: str) -> dict:
 def test_vllm_in_process_exact_counts_latency_and_a_metered_session(pytester, tiny_model, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # the summary's every column, energy and latency
     _project(pytester)
-    common = ["--joules", "--joules-engine", "vllm", "--joules-model", str(tiny_model), "--joules-rounds", "2",
+    # path options with '=': written after a space, an existing path is taken for a test path (issue 21)
+    common = ["--joules", "--joules-engine", "vllm", f"--joules-model={tiny_model}", "--joules-rounds", "2",
               "--joules-engine-option", "dtype=bf16", "--joules-engine-option", "max_model_len=1024",
               "--joules-engine-option", "max_num_seqs=8", "--joules-engine-option", "enforce_eager=true",
               "--joules-engine-option", f"gpu_memory_utilization={MEMORY}", "--joules-seed", "1", "-s"]
     # one session: the model loads once. Meter none checks the counts (dry runs skip after it).
     out = pytester.path / "dry.json"
-    dry = pytester.runpytest_subprocess(*common, "--joules-meter", "none", "--joules-json", str(out), timeout=900)
+    dry = pytester.runpytest_subprocess(*common, "--joules-meter", "none", f"--joules-json={out}", timeout=900)
     _save("vllm-in-process-dry.txt", dry.stdout.str())
     dry.assert_outcomes(passed=1, skipped=2, failed=1)
     _check(dry, out, "vllm")
     # and the windows, with the fake counter: energy and latency side by side, a baseline recorded
     out = pytester.path / "metered.json"
-    metered = pytester.runpytest_subprocess(*common, "--joules-meter", "counter", "--joules-json", str(out),
+    metered = pytester.runpytest_subprocess(*common, "--joules-meter", "counter", f"--joules-json={out}",
                                             "--joules-update-baselines", timeout=900)
     _save("vllm-in-process-metered.txt", metered.stdout.str())
     metered.assert_outcomes(passed=3, failed=1)
@@ -232,7 +233,7 @@ def test_openai_engine_against_a_real_vllm_server(pytester, tiny_model, tmp_path
         before = _metric(port, "vllm:generation_tokens_total"), _metric(port, "vllm:prompt_tokens_total")
         result = pytester.runpytest_subprocess(
             "--joules", "--joules-engine", "openai", "--joules-engine-option", f"url=http://127.0.0.1:{port}/v1",
-            "--joules-meter", "none", "--joules-rounds", "2", "--joules-json", str(out), "--joules-seed", "1", "-s",
+            "--joules-meter", "none", "--joules-rounds", "2", f"--joules-json={out}", "--joules-seed", "1", "-s",
             timeout=900)
         _save("vllm-server-dry.txt", result.stdout.str())
         result.assert_outcomes(passed=1, skipped=2, failed=1)
